@@ -1,0 +1,3 @@
+//! The `deadpeer` command.
+#![forbid(unsafe_code)]
+fn main() {}

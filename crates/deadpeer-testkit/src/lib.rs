@@ -1,0 +1,2 @@
+//! Real dead TCP peers on demand.
+#![forbid(unsafe_code)]
