@@ -1,1 +1,43 @@
-//! deadpeer
+//! Connection liveness for Tokio: find dead TCP peers within a bound you choose, and hear about it.
+//!
+//! Linux leaves TCP keepalive off, and with its defaults on it finds a dead peer only after
+//! 2 h 11 min 15 s. deadpeer applies a validated [`KeepalivePolicy`] to the sockets a service
+//! accepts or opens, and turns the kernel's verdict into a typed [`DeadPeer`] error, one tracing
+//! event, and a future that resolves even when nothing is reading.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tokio` | yes | [`KeepaliveListener`], [`KeepaliveStream`], [`connect`], [`Liveness`] |
+//! | `tower` | yes | `layer::{KeepaliveLayer, ReapLayer}` |
+//! | `tracing` | yes | the events listed in the guide (no subscriber is installed) |
+//! | `axum` | no | `axum::serve::Listener` for [`KeepaliveListener`] |
+//! | `hyper` | no | hyper's `rt::Read`/`rt::Write` and hyper-util's `Connection` on wrapped connections |
+//! | `serde` | no | `Serialize`/`Deserialize` for [`KeepalivePolicy`] and [`UserTimeout`] |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+pub mod kernel;
+pub mod policy;
+mod sys;
+
+pub use error::{Cause, DeadPeer};
+pub use kernel::SystemKeepalive;
+pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};
+pub use sys::{SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
+
+#[cfg(feature = "tokio")]
+mod listener;
+#[cfg(feature = "tokio")]
+mod liveness;
+#[cfg(feature = "tokio")]
+mod stream;
+mod trace;
+
+#[cfg(feature = "tokio")]
+pub use listener::{KeepaliveListener, ListenerMode, TcpListenerExt};
+#[cfg(feature = "tokio")]
+pub use liveness::{Dead, Liveness, Settled, State};
+#[cfg(feature = "tokio")]
+pub use stream::{AsTcpStream, KeepaliveStream, TcpStreamExt, connect};

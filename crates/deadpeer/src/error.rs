@@ -1,0 +1,305 @@
+//! The kernel's verdict on a connection: [`DeadPeer`] and its [`Cause`].
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::policy::KeepalivePolicy;
+
+/// Why the kernel declared a peer dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The keepalive probes went unanswered (`ETIMEDOUT` on an idle connection): the peer
+    /// vanished, crashed without a trace, or a middlebox dropped the flow.
+    KeepaliveTimeout,
+    /// Sent data stayed unacknowledged until the user timeout (or `tcp_retries2`) ran out
+    /// (`ETIMEDOUT` with retransmissions).
+    RetransmitTimeout,
+    /// The peer answered with a reset (`ECONNRESET`), for example after it rebooted and forgot
+    /// the connection.
+    Reset,
+    /// The network said the peer cannot be reached (`EHOSTUNREACH`, `ENETUNREACH`).
+    Unreachable,
+}
+
+impl Cause {
+    /// The cause in snake case, as the `cause` field of the `dead peer detected` event gives it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Cause::KeepaliveTimeout => "keepalive_timeout",
+            Cause::RetransmitTimeout => "retransmit_timeout",
+            Cause::Reset => "reset",
+            Cause::Unreachable => "unreachable",
+        }
+    }
+
+    /// The [`io::ErrorKind`] the operating system reports for this cause.
+    pub fn io_error_kind(&self) -> io::ErrorKind {
+        match self {
+            Cause::KeepaliveTimeout | Cause::RetransmitTimeout => io::ErrorKind::TimedOut,
+            Cause::Reset => io::ErrorKind::ConnectionReset,
+            Cause::Unreachable => io::ErrorKind::HostUnreachable,
+        }
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cause::KeepaliveTimeout => "keepalive timeout",
+            Cause::RetransmitTimeout => "retransmit timeout",
+            Cause::Reset => "reset",
+            Cause::Unreachable => "unreachable",
+        })
+    }
+}
+
+/// The kernel declared the peer of a connection dead.
+///
+/// Every read and write on a [`KeepaliveStream`](crate::KeepaliveStream) after the death returns
+/// this same error, wrapped in an [`io::Error`] whose [`kind`](io::Error::kind) matches the cause
+/// (`TimedOut`, `ConnectionReset` or `HostUnreachable`). Find it again with
+/// [`DeadPeer::from_io`], or with [`DeadPeer::find`] through hyper's and tonic's error chains.
+///
+/// Cloning is cheap: the details are shared.
+///
+/// ```
+/// use std::io;
+/// use deadpeer::{Cause, DeadPeer};
+///
+/// fn is_zombie(err: &io::Error) -> bool {
+///     matches!(DeadPeer::from_io(err).map(DeadPeer::cause), Some(Cause::KeepaliveTimeout))
+/// }
+/// # assert!(!is_zombie(&io::Error::from(io::ErrorKind::TimedOut)));
+/// ```
+#[derive(Clone)]
+pub struct DeadPeer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cause: Cause,
+    peer_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+    connected_for: Duration,
+    idle_for: Option<Duration>,
+    policy: Option<KeepalivePolicy>,
+    raw_os_error: Option<i32>,
+}
+
+impl DeadPeer {
+    #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn new(
+        cause: Cause,
+        peer_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+        connected_for: Duration,
+        idle_for: Option<Duration>,
+        policy: Option<KeepalivePolicy>,
+        raw_os_error: Option<i32>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cause,
+                peer_addr,
+                local_addr,
+                connected_for,
+                idle_for,
+                policy,
+                raw_os_error,
+            }),
+        }
+    }
+
+    /// Why the peer was declared dead.
+    pub fn cause(&self) -> Cause {
+        self.inner.cause
+    }
+
+    /// The peer's address, captured when the connection was wrapped.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr
+    }
+
+    /// The local address, captured when the connection was wrapped.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// How long the connection lived, from when it was wrapped until the death was seen.
+    pub fn connected_for(&self) -> Duration {
+        self.inner.connected_for
+    }
+
+    /// How long nothing had been received from the peer when it was declared dead
+    /// (`tcpi_last_data_recv`); `None` where `TCP_INFO` is not available.
+    pub fn idle_for(&self) -> Option<Duration> {
+        self.inner.idle_for
+    }
+
+    /// The keepalive policy the connection ran under, when deadpeer applied or verified one.
+    pub fn policy(&self) -> Option<&KeepalivePolicy> {
+        self.inner.policy.as_ref()
+    }
+
+    /// The OS error the kernel reported (`ETIMEDOUT`, `ECONNRESET`, `EHOSTUNREACH`, …).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.inner.raw_os_error
+    }
+
+    /// The `DeadPeer` inside an [`io::Error`] returned by a deadpeer stream.
+    pub fn from_io(err: &io::Error) -> Option<&DeadPeer> {
+        err.get_ref()?.downcast_ref::<DeadPeer>()
+    }
+
+    /// The first `DeadPeer` in an error's [`source`](Error::source) chain, looking inside
+    /// [`io::Error`]s on the way. Use it on the errors of hyper, hyper-util's `Client` and tonic,
+    /// which wrap the connection's I/O error.
+    ///
+    /// ```
+    /// use std::io;
+    /// use deadpeer::DeadPeer;
+    ///
+    /// #[derive(Debug)]
+    /// struct Wrapper(io::Error);
+    /// impl std::fmt::Display for Wrapper {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("request failed") }
+    /// }
+    /// impl std::error::Error for Wrapper {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> { Some(&self.0) }
+    /// }
+    ///
+    /// let plain = Wrapper(io::Error::from(io::ErrorKind::TimedOut));
+    /// assert!(DeadPeer::find(&plain).is_none());
+    /// ```
+    pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a DeadPeer> {
+        let mut current = Some(err);
+        while let Some(e) = current {
+            if let Some(dead) = e.downcast_ref::<DeadPeer>() {
+                return Some(dead);
+            }
+            // `io::Error::source` skips the error it wraps, so look inside explicitly.
+            if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+                if let Some(dead) = Self::find(inner) {
+                    return Some(dead);
+                }
+            }
+            current = e.source();
+        }
+        None
+    }
+}
+
+impl fmt::Debug for DeadPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("DeadPeer")
+            .field("cause", &i.cause)
+            .field("peer_addr", &i.peer_addr)
+            .field("local_addr", &i.local_addr)
+            .field("connected_for", &i.connected_for)
+            .field("idle_for", &i.idle_for)
+            .field("policy", &i.policy.map(|p| p.to_string()))
+            .field("raw_os_error", &i.raw_os_error)
+            .finish()
+    }
+}
+
+impl fmt::Display for DeadPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.write_str("dead peer")?;
+        if let Some(peer) = i.peer_addr {
+            write!(f, " {peer}")?;
+        }
+        write!(f, ": {}", i.cause)?;
+        if let Some(idle) = i.idle_for {
+            write!(f, " after {:.1}s without data", idle.as_secs_f64())?;
+        }
+        write!(f, " (connected {:.1}s", i.connected_for.as_secs_f64())?;
+        if let Some(p) = &i.policy {
+            write!(f, ", policy {p}")?;
+        }
+        if let Some(errno) = i.raw_os_error {
+            write!(f, ", os error {errno}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl Error for DeadPeer {}
+
+impl From<DeadPeer> for io::Error {
+    /// An `io::Error` of the cause's [kind](Cause::io_error_kind) that carries the `DeadPeer`.
+    fn from(dead: DeadPeer) -> Self {
+        io::Error::new(dead.cause().io_error_kind(), dead)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DeadPeer {
+        DeadPeer::new(
+            Cause::Reset,
+            Some("10.0.0.2:80".parse().expect("addr")),
+            None,
+            Duration::from_secs(3),
+            Some(Duration::from_millis(1500)),
+            Some(KeepalivePolicy::FAST),
+            Some(libc::ECONNRESET),
+        )
+    }
+
+    #[test]
+    fn io_error_keeps_kind_and_payload() {
+        let e = io::Error::from(sample());
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            DeadPeer::from_io(&e).map(DeadPeer::cause),
+            Some(Cause::Reset)
+        );
+    }
+
+    #[derive(Debug)]
+    struct Outer(io::Error);
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("outer")
+        }
+    }
+    impl Error for Outer {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn find_walks_through_wrappers() {
+        let nested = io::Error::other(Outer(io::Error::from(sample())));
+        let outer = Outer(nested);
+        let found = DeadPeer::find(&outer).expect("found");
+        assert_eq!(found.raw_os_error(), Some(libc::ECONNRESET));
+        assert!(DeadPeer::find(&Outer(io::Error::from(io::ErrorKind::TimedOut))).is_none());
+    }
+
+    #[test]
+    fn display_names_peer_cause_and_policy() {
+        let s = sample().to_string();
+        assert!(
+            s.starts_with("dead peer 10.0.0.2:80: reset after 1.5s"),
+            "{s}"
+        );
+        assert!(
+            s.contains("policy idle=15s,interval=5s,probes=3,user_timeout=auto"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,519 @@
+//! Keepalive policies: what to set on a socket, validated against the kernel's real limits.
+//!
+//! A [`KeepalivePolicy`] is the triple the kernel understands (idle time, probe interval, probe
+//! count) plus a [`UserTimeout`]. Its [`detection_bound`](KeepalivePolicy::detection_bound) is
+//! the longest a dead peer can go unnoticed: `idle + interval × probes`.
+//!
+//! Values are never silently changed. The kernel takes idle and interval in whole seconds and the
+//! user timeout in whole milliseconds; socket2 truncates anything finer (500 ms of idle becomes
+//! `EINVAL`, 500 µs of user timeout becomes 0, which switches it off). deadpeer rejects such values
+//! with a [`PolicyError`] that names the field, the value, the limit and the nearest valid value.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use deadpeer::{KeepalivePolicy, UserTimeout};
+//!
+//! // From the three numbers; the user timeout defaults to `Auto` (equal to the bound).
+//! let p = KeepalivePolicy::new(Duration::from_secs(60), Duration::from_secs(10), 6)?;
+//! assert_eq!(p.detection_bound(), Duration::from_secs(120));
+//! assert_eq!(p.effective_user_timeout(), Some(Duration::from_secs(120)));
+//!
+//! // From a string, in the canonical form or the nginx form.
+//! let q: KeepalivePolicy = "idle=60s,interval=10s,probes=6".parse()?;
+//! let r: KeepalivePolicy = "60:10:6".parse()?;
+//! assert_eq!(p, q);
+//! assert_eq!(q, r);
+//! assert_eq!(p.to_string(), "idle=60s,interval=10s,probes=6,user_timeout=auto");
+//!
+//! // From a goal.
+//! let fast = KeepalivePolicy::detect_within(Duration::from_secs(30))?;
+//! assert!(fast.detection_bound() <= Duration::from_secs(30));
+//! assert_eq!(fast.user_timeout(), UserTimeout::Auto);
+//! # Ok::<(), deadpeer::PolicyError>(())
+//! ```
+
+mod error;
+mod parse;
+#[cfg(feature = "serde")]
+mod serde_impl;
+
+use std::time::Duration;
+
+pub use self::error::{Field, PolicyError, PolicyErrorKind};
+
+/// Smallest idle time and probe interval the kernel accepts, in seconds (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`).
+pub const MIN_SECS: u32 = 1;
+/// Largest idle time and probe interval the kernel accepts, in seconds (`MAX_TCP_KEEPIDLE`, `MAX_TCP_KEEPINTVL`).
+pub const MAX_SECS: u32 = 32767;
+/// Smallest probe count the kernel accepts (`TCP_KEEPCNT`).
+pub const MIN_PROBES: u32 = 1;
+/// Largest probe count the kernel accepts (`MAX_TCP_KEEPCNT`).
+pub const MAX_PROBES: u32 = 127;
+/// Largest user timeout the kernel accepts, in milliseconds (`TCP_USER_TIMEOUT` is an `int`).
+pub const MAX_USER_TIMEOUT_MS: u64 = i32::MAX as u64;
+
+/// The `TCP_USER_TIMEOUT` part of a policy.
+///
+/// The user timeout is how long transmitted data may stay unacknowledged before the kernel
+/// declares the connection dead. While data is unacknowledged keepalive never fires, so without a
+/// user timeout such a connection lives until `tcp_retries2` gives up (about 924 s with the
+/// default of 15). On an idle socket the user timeout also overrides the probe count: the socket
+/// dies once the time since the last received segment reaches it and a probe is outstanding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UserTimeout {
+    /// Equal to the policy's [detection bound](KeepalivePolicy::detection_bound), so the user
+    /// timeout and the probe count never contradict each other and unacknowledged data is caught
+    /// within the same bound. This is what Cloudflare's and gRPC's (A18) advice comes to.
+    #[default]
+    Auto,
+    /// Leave `TCP_USER_TIMEOUT` at 0 (off): unacknowledged data fails only after `tcp_retries2`.
+    Off,
+    /// A fixed user timeout, in whole milliseconds from 1 ms to `i32::MAX` ms.
+    Fixed(Duration),
+}
+
+/// A TCP keepalive policy: idle time, probe interval, probe count and user timeout.
+///
+/// Build one with [`new`](Self::new), [`builder`](Self::builder), a goal
+/// ([`detect_within`](Self::detect_within), [`under_idle_timeout`](Self::under_idle_timeout)), a
+/// preset such as [`CLOUD`](Self::CLOUD), or by parsing a string (see [`FromStr`](std::str::FromStr)
+/// below). Every constructor validates against the kernel's limits; a `KeepalivePolicy` value is
+/// always valid.
+///
+/// # String forms
+///
+/// - Canonical: `idle=60s,interval=10s,probes=6[,user_timeout=auto|off|<duration>]`. Durations use
+///   [humantime](https://docs.rs/humantime) syntax (`90s`, `1m 30s`, `1500ms`), and keys may come
+///   in any order. `Display` prints this form, always with the user timeout.
+/// - nginx (`listen … so_keepalive=`): `idle:interval:probes`, in seconds (a unit such as `30m`
+///   is also accepted). An empty field means the Linux default for it (7200 s, 75 s, 9), as in
+///   nginx where it means "the system default"; the user timeout is `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeepalivePolicy {
+    idle: u32,
+    interval: u32,
+    probes: u32,
+    user_timeout: UserTimeout,
+}
+
+impl KeepalivePolicy {
+    /// The Linux defaults (`tcp_keepalive_time=7200`, `tcp_keepalive_intvl=75`,
+    /// `tcp_keepalive_probes=9`, no user timeout): a dead peer is found after 8475 s, that is
+    /// 2 h 11 min 15 s. Useful as a reference; it outlives every common middlebox idle timeout.
+    pub const LINUX_DEFAULT: Self = Self::from_parts(7200, 75, 9, UserTimeout::Off);
+
+    /// Stays open through common cloud middleboxes and finds dead peers within 5 minutes:
+    /// 180 s idle, 24 s interval, 5 probes, user timeout `auto` (bound 300 s).
+    ///
+    /// It is [`under_idle_timeout(240 s)`](Self::under_idle_timeout): the first probe goes out
+    /// 60 s before the tightest common idle timeout, Azure Load Balancer's 4 minutes, and so also
+    /// before AWS NLB (350 s), GCP's conntrack (10 min) and GCP Cloud NAT (20 min).
+    pub const CLOUD: Self = Self::from_parts(180, 24, 5, UserTimeout::Auto);
+
+    /// Finds dead peers within 30 s, for interactive services and long-lived streams:
+    /// 15 s idle, 5 s interval, 3 probes, user timeout `auto`. It is
+    /// [`detect_within(30 s)`](Self::detect_within).
+    pub const FAST: Self = Self::from_parts(15, 5, 3, UserTimeout::Auto);
+
+    const fn from_parts(idle: u32, interval: u32, probes: u32, user_timeout: UserTimeout) -> Self {
+        Self {
+            idle,
+            interval,
+            probes,
+            user_timeout,
+        }
+    }
+
+    /// A policy with the given idle time, probe interval and probe count, and
+    /// [`UserTimeout::Auto`].
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] when `idle` or `interval` is not a whole number of seconds in
+    /// `1..=32767`, or `probes` is not in `1..=127`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::KeepalivePolicy;
+    ///
+    /// let p = KeepalivePolicy::new(Duration::from_secs(1), Duration::from_secs(1), 3)?;
+    /// assert_eq!(p.detection_bound(), Duration::from_secs(4));
+    ///
+    /// let err = KeepalivePolicy::new(Duration::from_millis(1500), Duration::from_secs(1), 3).unwrap_err();
+    /// assert!(err.is_not_whole());
+    /// assert!(err.to_string().contains("idle=2s"));
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn new(idle: Duration, interval: Duration, probes: u32) -> Result<Self, PolicyError> {
+        Self::builder()
+            .idle(idle)
+            .interval(interval)
+            .probes(probes)
+            .build()
+    }
+
+    /// A builder, starting from the Linux defaults (7200 s, 75 s, 9) with [`UserTimeout::Auto`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::{KeepalivePolicy, UserTimeout};
+    ///
+    /// let p = KeepalivePolicy::builder()
+    ///     .idle(Duration::from_secs(30))
+    ///     .interval(Duration::from_secs(5))
+    ///     .probes(4)
+    ///     .user_timeout(UserTimeout::Fixed(Duration::from_secs(20)))
+    ///     .build()?;
+    /// assert_eq!(p.to_string(), "idle=30s,interval=5s,probes=4,user_timeout=20s");
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder {
+            idle: Duration::from_secs(7200),
+            interval: Duration::from_secs(75),
+            probes: 9,
+            user_timeout: UserTimeout::Auto,
+        }
+    }
+
+    /// Time without traffic before the first probe (`TCP_KEEPIDLE`).
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle.into())
+    }
+
+    /// Time between unanswered probes (`TCP_KEEPINTVL`).
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval.into())
+    }
+
+    /// Unanswered probes before the peer is declared dead (`TCP_KEEPCNT`).
+    pub fn probes(&self) -> u32 {
+        self.probes
+    }
+
+    /// The user timeout setting, as given.
+    pub fn user_timeout(&self) -> UserTimeout {
+        self.user_timeout
+    }
+
+    /// The `TCP_USER_TIMEOUT` value that [`apply`](crate::apply) sets: the bound for `Auto`, the
+    /// duration for `Fixed`, and `None` (0, off) for `Off`.
+    pub fn effective_user_timeout(&self) -> Option<Duration> {
+        match self.user_timeout {
+            UserTimeout::Auto => Some(self.detection_bound()),
+            UserTimeout::Off => None,
+            UserTimeout::Fixed(d) => Some(d),
+        }
+    }
+
+    /// The longest a dead idle peer can go unnoticed: `idle + interval × probes`.
+    ///
+    /// The kernel declares the peer dead at the first timer tick after this, typically 55–140 ms
+    /// later. With `UserTimeout::Auto`, unacknowledged data is caught within the same bound.
+    ///
+    /// ```
+    /// use deadpeer::KeepalivePolicy;
+    /// let bound = KeepalivePolicy::LINUX_DEFAULT.detection_bound();
+    /// assert_eq!(bound.as_secs(), 8475);
+    /// assert_eq!(humantime::format_duration(bound).to_string(), "2h 11m 15s");
+    /// ```
+    pub fn detection_bound(&self) -> Duration {
+        Duration::from_secs(
+            u64::from(self.idle) + u64::from(self.interval) * u64::from(self.probes),
+        )
+    }
+
+    /// A policy that finds a dead peer within `within`.
+    ///
+    /// The result satisfies every kernel limit, its [bound](Self::detection_bound) is at most
+    /// `within` (counted in whole seconds), it sends at least 3 probes whenever `within` leaves room
+    /// for them (4 s or more), and its user timeout is [`Auto`](UserTimeout::Auto), so unacknowledged
+    /// data is caught within the same bound. Half of the budget goes to the idle time and half to
+    /// the probes. Goals beyond `i32::MAX` ms (about 24.8 days) are capped there, the user timeout's limit.
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] of kind [`Unsatisfiable`](PolicyErrorKind::Unsatisfiable) when `within`
+    /// is under 2 s, the smallest bound the kernel can do (1 s idle, one probe 1 s later).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::KeepalivePolicy;
+    ///
+    /// let p = KeepalivePolicy::detect_within(Duration::from_secs(30))?;
+    /// assert_eq!(p, KeepalivePolicy::FAST);
+    /// assert!(KeepalivePolicy::detect_within(Duration::from_millis(1500)).is_err());
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn detect_within(within: Duration) -> Result<Self, PolicyError> {
+        let cap = MAX_USER_TIMEOUT_MS / 1000;
+        let budget = within.as_secs().min(cap);
+        if budget < 2 {
+            return Err(PolicyError::unsatisfiable(format!(
+                "cannot detect a dead peer within {}: the shortest bound the kernel allows is 2s \
+                 (idle=1s, interval=1s, probes=1); ask for 2s or more",
+                humantime::format_duration(within)
+            )));
+        }
+        let probes = (budget - 1).min(3);
+        let interval = ((budget / 2) / probes).clamp(1, u64::from(MAX_SECS));
+        let idle = (budget - interval * probes).min(u64::from(MAX_SECS));
+        // Every value fits: idle <= 32767, interval <= 32767, probes <= 3.
+        Ok(Self::from_parts(
+            idle as u32,
+            interval as u32,
+            probes as u32,
+            UserTimeout::Auto,
+        ))
+    }
+
+    /// A policy that keeps a connection open through a middlebox that drops flows idle for
+    /// `idle_timeout` (a NAT gateway, a load balancer, a firewall's conntrack).
+    ///
+    /// The idle time is 75 % of `idle_timeout`, rounded down to whole seconds: the 25 % margin
+    /// absorbs timer slack, the probe's transit, and middleboxes that count from their own
+    /// clock. The interval is 10 % of `idle_timeout` (at least 1 s), so a lost first probe is
+    /// retried well before the middlebox forgets the flow, with 5 probes and user timeout `Auto`.
+    ///
+    /// | middlebox | idle timeout | policy |
+    /// |---|---|---|
+    /// | Azure Load Balancer | 4 min | `idle=180s,interval=24s,probes=5` ([`CLOUD`](Self::CLOUD)) |
+    /// | AWS NLB | 350 s | `idle=262s,interval=35s,probes=5` |
+    /// | GCP conntrack | 10 min | `idle=450s,interval=60s,probes=5` |
+    /// | GCP Cloud NAT | 20 min | `idle=900s,interval=120s,probes=5` |
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] when `idle_timeout` is under 2 s (75 % of it must be at least 1 s) or
+    /// so long that the idle time would exceed the kernel's 32767 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::KeepalivePolicy;
+    ///
+    /// let nlb = KeepalivePolicy::under_idle_timeout(Duration::from_secs(350))?;
+    /// assert!(nlb.idle() < Duration::from_secs(350));
+    /// assert_eq!(nlb.to_string(), "idle=262s,interval=35s,probes=5,user_timeout=auto");
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn under_idle_timeout(idle_timeout: Duration) -> Result<Self, PolicyError> {
+        let ms = idle_timeout.as_millis();
+        let idle = ms * 3 / 4 / 1000;
+        let shown = humantime::format_duration(idle_timeout);
+        if idle < u128::from(MIN_SECS) {
+            return Err(PolicyError::unsatisfiable(format!(
+                "idle timeout {shown} is too short: the idle time must stay 25% below it and the \
+                 kernel's smallest idle time is 1s; use an idle timeout of 2s or more"
+            )));
+        }
+        if idle > u128::from(MAX_SECS) {
+            return Err(PolicyError::unsatisfiable(format!(
+                "idle timeout {shown} is too long: 75% of it exceeds the kernel's largest idle \
+                 time of 32767s; use an idle timeout of at most 12h 8m 9s, or set idle=32767s directly"
+            )));
+        }
+        let interval = (ms / 10 / 1000).clamp(1, u128::from(MAX_SECS));
+        Self::builder()
+            .idle(Duration::from_secs(idle as u64))
+            .interval(Duration::from_secs(interval as u64))
+            .probes(5)
+            .build()
+    }
+
+    /// This policy with another user timeout.
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] when the user timeout is out of range (see [`Builder::build`]).
+    pub fn with_user_timeout(self, user_timeout: UserTimeout) -> Result<Self, PolicyError> {
+        Builder::from(self).user_timeout(user_timeout).build()
+    }
+}
+
+impl Default for KeepalivePolicy {
+    /// [`KeepalivePolicy::CLOUD`].
+    fn default() -> Self {
+        Self::CLOUD
+    }
+}
+
+/// Builds a [`KeepalivePolicy`]; see [`KeepalivePolicy::builder`].
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Builder {
+    idle: Duration,
+    interval: Duration,
+    probes: u32,
+    user_timeout: UserTimeout,
+}
+
+impl From<KeepalivePolicy> for Builder {
+    fn from(p: KeepalivePolicy) -> Self {
+        Self {
+            idle: p.idle(),
+            interval: p.interval(),
+            probes: p.probes,
+            user_timeout: p.user_timeout,
+        }
+    }
+}
+
+impl Builder {
+    /// Sets the idle time (`TCP_KEEPIDLE`): whole seconds, 1 s to 32767 s.
+    pub fn idle(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// Sets the probe interval (`TCP_KEEPINTVL`): whole seconds, 1 s to 32767 s.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Sets the probe count (`TCP_KEEPCNT`): 1 to 127.
+    pub fn probes(mut self, probes: u32) -> Self {
+        self.probes = probes;
+        self
+    }
+
+    /// Sets the user timeout (`TCP_USER_TIMEOUT`).
+    pub fn user_timeout(mut self, user_timeout: UserTimeout) -> Self {
+        self.user_timeout = user_timeout;
+        self
+    }
+
+    /// Validates and builds the policy.
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] naming the field, the value, the allowed range and the nearest valid
+    /// value when:
+    /// - idle or interval is not a whole number of seconds, or is outside 1 s..=32767 s;
+    /// - probes is outside 1..=127;
+    /// - a fixed user timeout is not a whole number of milliseconds, or is outside 1 ms..=`i32::MAX` ms
+    ///   (use [`UserTimeout::Off`] for none);
+    /// - `Auto` would make the user timeout (the bound) larger than `i32::MAX` ms.
+    pub fn build(self) -> Result<KeepalivePolicy, PolicyError> {
+        let idle = whole_secs(Field::Idle, self.idle)?;
+        let interval = whole_secs(Field::Interval, self.interval)?;
+        if !(MIN_PROBES..=MAX_PROBES).contains(&self.probes) {
+            let nearest = self.probes.clamp(MIN_PROBES, MAX_PROBES);
+            return Err(PolicyError::out_of_range(
+                Field::Probes,
+                self.probes.to_string(),
+                "1..=127 (TCP_KEEPCNT)",
+                nearest.to_string(),
+            ));
+        }
+        let policy = KeepalivePolicy::from_parts(idle, interval, self.probes, self.user_timeout);
+        match self.user_timeout {
+            UserTimeout::Off => {}
+            UserTimeout::Fixed(d) => check_user_timeout(d)?,
+            UserTimeout::Auto => {
+                let bound = policy.detection_bound();
+                if bound.as_millis() > u128::from(MAX_USER_TIMEOUT_MS) {
+                    return Err(PolicyError::new(
+                        PolicyErrorKind::OutOfRange,
+                        Some(Field::UserTimeout),
+                        format!(
+                            "user_timeout=auto would equal the detection bound of {}s, above the \
+                             kernel's limit of {MAX_USER_TIMEOUT_MS}ms (TCP_USER_TIMEOUT, about 24.8 days); \
+                             use user_timeout=off, a fixed user_timeout, or a shorter policy",
+                            bound.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(policy)
+    }
+}
+
+fn whole_secs(field: Field, d: Duration) -> Result<u32, PolicyError> {
+    let sockopt = match field {
+        Field::Idle => "TCP_KEEPIDLE",
+        _ => "TCP_KEEPINTVL",
+    };
+    // Round to the nearest whole second for the suggestion, then clamp into range.
+    let rounded = (d.as_millis() + 500) / 1000;
+    let nearest = rounded.clamp(u128::from(MIN_SECS), u128::from(MAX_SECS));
+    if d.subsec_nanos() != 0 {
+        return Err(PolicyError::new(
+            PolicyErrorKind::NotWhole,
+            Some(field),
+            format!(
+                "{field} = {} is not a whole number of seconds: the kernel sets {sockopt} in \
+                 whole seconds (1s..=32767s) and would truncate it; use {field}={nearest}s",
+                fmt_dur(d)
+            ),
+        ));
+    }
+    let secs = d.as_secs();
+    if !(u64::from(MIN_SECS)..=u64::from(MAX_SECS)).contains(&secs) {
+        return Err(PolicyError::out_of_range(
+            field,
+            format!("{secs}s"),
+            &format!("1s..=32767s ({sockopt})"),
+            format!("{nearest}s"),
+        ));
+    }
+    Ok(secs as u32)
+}
+
+fn check_user_timeout(d: Duration) -> Result<(), PolicyError> {
+    let field = Field::UserTimeout;
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        let nearest = ((d.as_micros() + 500) / 1000).clamp(1, u128::from(MAX_USER_TIMEOUT_MS));
+        return Err(PolicyError::new(
+            PolicyErrorKind::NotWhole,
+            Some(field),
+            format!(
+                "user_timeout = {} is not a whole number of milliseconds: the kernel sets \
+                 TCP_USER_TIMEOUT in milliseconds and would truncate it (below 1ms, to 0, which \
+                 switches it off); use user_timeout={nearest}ms",
+                fmt_dur(d)
+            ),
+        ));
+    }
+    let ms = d.as_millis();
+    if ms == 0 {
+        return Err(PolicyError::out_of_range(
+            field,
+            "0ms".into(),
+            "1ms..=2147483647ms (TCP_USER_TIMEOUT); 0 means off",
+            "off".into(),
+        ));
+    }
+    if ms > u128::from(MAX_USER_TIMEOUT_MS) {
+        return Err(PolicyError::out_of_range(
+            field,
+            format!("{ms}ms"),
+            "1ms..=2147483647ms (TCP_USER_TIMEOUT)",
+            format!("{MAX_USER_TIMEOUT_MS}ms"),
+        ));
+    }
+    Ok(())
+}
+
+/// Formats a duration the way the canonical string form writes it: whole seconds as `Ns`,
+/// anything finer as `Nms`, `Nus` or `Nns`, so that it parses back exactly and has no spaces.
+pub(crate) fn fmt_dur(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_nanos() % 1_000 == 0 {
+        format!("{}us", d.as_micros())
+    } else {
+        format!("{}ns", d.as_nanos())
+    }
+}

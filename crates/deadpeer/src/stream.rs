@@ -1,0 +1,443 @@
+//! [`KeepaliveStream`]: a TCP stream whose dead peer surfaces as a typed, latched [`DeadPeer`]
+//! error, and [`connect`], which applies a policy before the SYN.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
+
+use crate::liveness::{Liveness, Shared};
+use crate::policy::KeepalivePolicy;
+use crate::sys::{self, SocketKeepalive, TcpInfo};
+use crate::{DeadPeer, trace};
+
+/// A connection that exposes its TCP socket, so deadpeer can set options on it and watch it.
+///
+/// Implemented for [`TcpStream`], for [`KeepaliveStream`], and with the `hyper` feature for
+/// `hyper_util::rt::TokioIo<T>`. Implement it for your own wrappers (a TLS stream, say) by
+/// returning the TCP stream inside.
+pub trait AsTcpStream {
+    /// The TCP stream underneath.
+    fn as_tcp_stream(&self) -> &TcpStream;
+}
+
+impl AsTcpStream for TcpStream {
+    fn as_tcp_stream(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl<S: AsTcpStream> AsTcpStream for KeepaliveStream<S> {
+    fn as_tcp_stream(&self) -> &TcpStream {
+        self.io.as_tcp_stream()
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl<T: AsTcpStream> AsTcpStream for hyper_util::rt::TokioIo<T> {
+    fn as_tcp_stream(&self) -> &TcpStream {
+        self.inner().as_tcp_stream()
+    }
+}
+
+/// Marks the shared state closed when the stream goes away, so `Liveness` lets go of the socket.
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A TCP connection under a keepalive policy, whose dead peer surfaces as a [`DeadPeer`].
+    ///
+    /// When a read or write fails because the kernel declared the peer dead, the stream
+    /// classifies the death (keepalive timeout, retransmit timeout, reset, unreachable) from the
+    /// errno and `TCP_INFO`, emits `dead peer detected` once, and latches it: every later read and
+    /// write returns the same `DeadPeer` (as an [`io::Error`] of the matching kind) instead of
+    /// EOF or `EPIPE`. A FIN stays a plain EOF, and other errors pass through unchanged.
+    ///
+    /// The read and write paths add one atomic load and nothing else: no syscall, no clock read,
+    /// no allocation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use deadpeer::{KeepaliveListener, KeepalivePolicy};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?;
+    /// let mut client = deadpeer::connect(listener.local_addr()?, &KeepalivePolicy::FAST).await?;
+    /// let (mut server, _peer) = listener.accept().await?;
+    ///
+    /// client.write_all(b"ping").await?;
+    /// let mut buf = [0; 4];
+    /// server.read_exact(&mut buf).await?;
+    /// assert_eq!(&buf, b"ping");
+    /// assert!(server.keepalive()?.matches(&KeepalivePolicy::FAST));
+    /// # Ok(()) }
+    /// ```
+    pub struct KeepaliveStream<S> {
+        #[pin]
+        io: S,
+        closer: Closer,
+    }
+}
+
+impl<S: AsTcpStream> KeepaliveStream<S> {
+    /// Applies `policy` to `io` and wraps it.
+    ///
+    /// # Errors
+    ///
+    /// When a socket option cannot be set (see [`apply`](crate::apply)).
+    pub fn new(io: S, policy: KeepalivePolicy) -> io::Result<Self> {
+        sys::apply(io.as_tcp_stream(), &policy)?;
+        let tcp = io.as_tcp_stream();
+        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+        trace::keepalive_applied(peer, &policy, false);
+        Ok(Self::from_parts(io, peer, local, Some(policy)))
+    }
+
+    /// Wraps `io` without changing its socket options: for connections whose policy was set
+    /// elsewhere (inherited from a listener, or set before connecting). Deaths still surface as
+    /// [`DeadPeer`]s; [`DeadPeer::policy`] is `None`.
+    pub fn wrap(io: S) -> Self {
+        let tcp = io.as_tcp_stream();
+        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+        Self::from_parts(io, peer, local, None)
+    }
+
+    pub(crate) fn from_parts(
+        io: S,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        policy: Option<KeepalivePolicy>,
+    ) -> Self {
+        Self {
+            io,
+            closer: Closer(Arc::new(Shared::new(peer, local, policy))),
+        }
+    }
+
+    /// A handle whose [`dead()`](Liveness::dead) resolves when the kernel declares the peer dead,
+    /// even with no read or write pending. It shares this stream's latch.
+    ///
+    /// The first call duplicates the socket's descriptor for the watcher (one `fcntl`); the
+    /// duplicate is closed when the stream is dropped.
+    pub fn liveness(&self) -> Liveness {
+        self.closer.0.prepare_watch(self.io.as_tcp_stream());
+        Liveness::new(Arc::clone(&self.closer.0))
+    }
+
+    /// The peer's address, captured when the stream was wrapped.
+    ///
+    /// # Errors
+    ///
+    /// When it could not be read then (the connection was already gone).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.closer
+            .0
+            .peer_addr()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// The local address, captured when the stream was wrapped.
+    ///
+    /// # Errors
+    ///
+    /// When it could not be read then.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.closer
+            .0
+            .local_addr()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// The policy this stream was set up with, if deadpeer applied or verified one.
+    pub fn policy(&self) -> Option<&KeepalivePolicy> {
+        self.closer.0.policy()
+    }
+
+    /// The latched death, if one has been seen.
+    pub fn dead_peer(&self) -> Option<&DeadPeer> {
+        self.closer.0.latched()
+    }
+
+    /// The keepalive options in effect on the socket, read back from the kernel.
+    ///
+    /// # Errors
+    ///
+    /// See [`inspect`](crate::inspect).
+    pub fn keepalive(&self) -> io::Result<SocketKeepalive> {
+        sys::inspect(self.io.as_tcp_stream())
+    }
+
+    /// Reads the options back and checks them against the stream's policy.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Other`] naming both when they differ; [`io::ErrorKind::InvalidInput`] when the
+    /// stream has no policy.
+    pub fn verify(&self) -> io::Result<SocketKeepalive> {
+        let policy = self.policy().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this stream has no keepalive policy to verify",
+            )
+        })?;
+        verify(self.io.as_tcp_stream(), policy)
+    }
+
+    /// `TCP_INFO` for the socket.
+    ///
+    /// # Errors
+    ///
+    /// See [`tcp_info`](crate::tcp_info).
+    pub fn tcp_info(&self) -> io::Result<TcpInfo> {
+        sys::tcp_info(self.io.as_tcp_stream())
+    }
+}
+
+impl<S> KeepaliveStream<S> {
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The wrapped connection, mutably. Reading from it directly bypasses the latch.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Unwraps the connection. Its [`Liveness`] handles become [`Closed`](crate::State::Closed).
+    pub fn into_inner(self) -> S {
+        self.io
+    }
+}
+
+pub(crate) fn verify(tcp: &TcpStream, policy: &KeepalivePolicy) -> io::Result<SocketKeepalive> {
+    let got = sys::inspect(tcp)?;
+    if got.matches(policy) {
+        Ok(got)
+    } else {
+        Err(io::Error::other(format!(
+            "keepalive options read back ({got:?}) differ from the policy ({policy}); another \
+             component may have changed them"
+        )))
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for KeepaliveStream<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepaliveStream")
+            .field("io", &self.io)
+            .field("policy", &self.closer.0.policy().map(|p| p.to_string()))
+            .field("dead_peer", &self.closer.0.latched())
+            .finish()
+    }
+}
+
+impl<S: AsyncRead + AsTcpStream> AsyncRead for KeepaliveStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        let shared = &this.closer.0;
+        if let Some(dead) = shared.latched() {
+            return Poll::Ready(Err(dead.clone().into()));
+        }
+        let before = buf.filled().len();
+        match ready!(this.io.as_mut().poll_read(cx, buf)) {
+            Ok(()) => {
+                // EOF: a FIN, or a death whose error a `Liveness` consumed first.
+                if buf.filled().len() == before && buf.remaining() > 0 {
+                    if let Some(dead) = shared.latched_after_classify() {
+                        return Poll::Ready(Err(dead.clone().into()));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => Poll::Ready(Err(
+                shared.map_error(this.io.as_ref().get_ref().as_tcp_stream(), e)
+            )),
+        }
+    }
+}
+
+impl<S: AsyncWrite + AsTcpStream> KeepaliveStream<S> {
+    fn map_write<T>(self: Pin<&mut Self>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Ready(Err(e)) => {
+                let this = self.project();
+                Poll::Ready(Err(this
+                    .closer
+                    .0
+                    .map_error(this.io.as_ref().get_ref().as_tcp_stream(), e)))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + AsTcpStream> AsyncWrite for KeepaliveStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(dead) = self.closer.0.latched() {
+            return Poll::Ready(Err(dead.clone().into()));
+        }
+        let r = self.as_mut().project().io.poll_write(cx, buf);
+        self.map_write(r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(dead) = self.closer.0.latched() {
+            return Poll::Ready(Err(dead.clone().into()));
+        }
+        let r = self.as_mut().project().io.poll_write_vectored(cx, bufs);
+        self.map_write(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.as_mut().project().io.poll_flush(cx);
+        self.map_write(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = self.as_mut().project().io.poll_shutdown(cx);
+        self.map_write(r)
+    }
+}
+
+/// Connects to `addr` with `policy` applied before the SYN.
+///
+/// The policy is set on a [`TcpSocket`] before `connect`, so it covers the handshake and the
+/// connection is never without it. Each address `addr` resolves to is tried in turn, as
+/// [`TcpStream::connect`] does. In debug builds the options are read back and checked; call
+/// [`KeepaliveStream::verify`] to check in release builds.
+///
+/// # Errors
+///
+/// The last connection error, or a resolution error; an error when no address resolved.
+///
+/// # Cancel safety
+///
+/// Not cancel safe in the sense that a connection in progress is abandoned; nothing leaks.
+///
+/// # Examples
+///
+/// ```
+/// use deadpeer::KeepalivePolicy;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let stream = deadpeer::connect(listener.local_addr()?, &KeepalivePolicy::FAST).await?;
+/// assert_eq!(stream.keepalive()?.idle, KeepalivePolicy::FAST.idle());
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    addr: impl ToSocketAddrs,
+    policy: &KeepalivePolicy,
+) -> io::Result<KeepaliveStream<TcpStream>> {
+    let mut last_err = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match connect_one(addr, policy).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+async fn connect_one(
+    addr: SocketAddr,
+    policy: &KeepalivePolicy,
+) -> io::Result<KeepaliveStream<TcpStream>> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sys::apply(&socket, policy)?;
+    let stream = socket.connect(addr).await?;
+    if cfg!(debug_assertions) {
+        verify(&stream, policy)?;
+    }
+    let local = stream.local_addr().ok();
+    trace::keepalive_applied(Some(addr), policy, false);
+    Ok(KeepaliveStream::from_parts(
+        stream,
+        Some(addr),
+        local,
+        Some(*policy),
+    ))
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for tokio::net::TcpStream {}
+}
+
+/// Keepalive methods on [`TcpStream`]. Sealed.
+pub trait TcpStreamExt: sealed::Sealed {
+    /// Applies `policy` (see [`apply`](crate::apply)).
+    ///
+    /// # Errors
+    ///
+    /// When a socket option cannot be set.
+    fn set_keepalive_policy(&self, policy: &KeepalivePolicy) -> io::Result<()>;
+
+    /// The keepalive options in effect (see [`inspect`](crate::inspect)).
+    ///
+    /// # Errors
+    ///
+    /// When an option cannot be read.
+    fn keepalive(&self) -> io::Result<SocketKeepalive>;
+
+    /// `TCP_INFO` (see [`tcp_info`](crate::tcp_info)).
+    ///
+    /// # Errors
+    ///
+    /// When `TCP_INFO` cannot be read.
+    fn tcp_info(&self) -> io::Result<TcpInfo>;
+}
+
+impl TcpStreamExt for TcpStream {
+    fn set_keepalive_policy(&self, policy: &KeepalivePolicy) -> io::Result<()> {
+        sys::apply(self, policy)
+    }
+
+    fn keepalive(&self) -> io::Result<SocketKeepalive> {
+        sys::inspect(self)
+    }
+
+    fn tcp_info(&self) -> io::Result<TcpInfo> {
+        sys::tcp_info(self)
+    }
+}

@@ -1,0 +1,108 @@
+//! The one place that emits deadpeer's events. Messages and fields are fixed so users can filter
+//! on them; see the guide. Nothing here installs a subscriber.
+#![cfg_attr(not(feature = "tracing"), allow(unused_variables, dead_code))]
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::DeadPeer;
+use crate::policy::KeepalivePolicy;
+
+/// Displays a duration as seconds with millisecond precision, `4.084s`, without allocating.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3}s", self.0.as_secs_f64())
+    }
+}
+
+/// Displays an optional address, `-` when unknown.
+struct Addr(Option<SocketAddr>);
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+struct OptPolicy<'a>(Option<&'a KeepalivePolicy>);
+
+impl fmt::Display for OptPolicy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => p.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// WARN `dead peer detected`.
+pub(crate) fn dead_peer_detected(dead: &DeadPeer) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        peer.addr = %Addr(dead.peer_addr()),
+        local.addr = %Addr(dead.local_addr()),
+        cause = dead.cause().as_str(),
+        connected_for = %Secs(dead.connected_for()),
+        idle_for = %Secs(dead.idle_for().unwrap_or_default()),
+        policy = %OptPolicy(dead.policy()),
+        errno = dead.raw_os_error().unwrap_or(0),
+        "dead peer detected"
+    );
+}
+
+/// DEBUG `keepalive applied`.
+pub(crate) fn keepalive_applied(
+    peer: Option<SocketAddr>,
+    policy: &KeepalivePolicy,
+    inherited: bool,
+) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(
+        peer.addr = %Addr(peer),
+        idle = %Secs(policy.idle()),
+        interval = %Secs(policy.interval()),
+        probes = policy.probes(),
+        user_timeout = %policy.user_timeout(),
+        inherited,
+        "keepalive applied"
+    );
+}
+
+/// WARN `failed to apply keepalive`.
+pub(crate) fn apply_failed(peer: Option<SocketAddr>, error: &io::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(peer.addr = %Addr(peer), error = %error, "failed to apply keepalive");
+}
+
+/// INFO `listener keepalive set`.
+pub(crate) fn listener_set(
+    local: Option<SocketAddr>,
+    policy: &KeepalivePolicy,
+    mode: &'static str,
+) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        local.addr = %Addr(local),
+        policy = %policy,
+        detection_bound = %Secs(policy.detection_bound()),
+        mode,
+        "listener keepalive set"
+    );
+}
+
+/// WARN when an accepted socket did not inherit the listener's options.
+pub(crate) fn not_inherited(local: Option<SocketAddr>, policy: &KeepalivePolicy) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        local.addr = %Addr(local),
+        policy = %policy,
+        "accepted socket did not inherit the listener's keepalive options; applying them per socket"
+    );
+}
