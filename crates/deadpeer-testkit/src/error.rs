@@ -1,0 +1,111 @@
+//! The error type returned when a lab cannot be built or a fault cannot be applied.
+
+use std::fmt;
+use std::io;
+
+/// Why a [`Lab`](crate::Lab) could not be created, or why a fault could not be applied or undone.
+///
+/// [`LabError::is_skip`] tells apart the errors that mean "this machine cannot run lab tests"
+/// (missing privileges, missing `ip`), which [`lab_or_skip`](crate::lab_or_skip) turns into a
+/// skipped test, from real failures, which should fail the test.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LabError {
+    /// The process lacks the capabilities needed to create network namespaces and veth links.
+    Privilege {
+        /// What is missing and how to fix it, in one line.
+        reason: String,
+    },
+    /// The `ip` binary from iproute2 could not be found or run.
+    MissingTool {
+        /// The underlying error from spawning `ip`.
+        source: io::Error,
+    },
+    /// An `ip` command ran and failed.
+    Command {
+        /// The full command line, e.g. `ip -n dpk-42-0-r route replace blackhole 10.1.3.1/32`.
+        command: String,
+        /// The exit status, as printed by the standard library (`exit status: 2`).
+        status: String,
+        /// What the command wrote to stderr, trimmed.
+        stderr: String,
+    },
+    /// Another I/O operation failed (opening a namespace handle, `setns(2)`, a socket option, ...).
+    Io {
+        /// What the testkit was doing.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+impl LabError {
+    /// True when the error means the environment cannot host a lab at all (missing
+    /// privileges or missing iproute2), as opposed to a failure while building or faulting it.
+    ///
+    /// These are the errors [`lab_or_skip`](crate::lab_or_skip) turns into a skip.
+    pub fn is_skip(&self) -> bool {
+        matches!(
+            self,
+            LabError::Privilege { .. } | LabError::MissingTool { .. }
+        )
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        LabError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for LabError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabError::Privilege { reason } => f.write_str(reason),
+            LabError::MissingTool { source } => write!(
+                f,
+                "the `ip` command from iproute2 could not be run ({source}); install iproute2 \
+                 (e.g. `apt-get install iproute2`)"
+            ),
+            LabError::Command {
+                command,
+                status,
+                stderr,
+            } => {
+                write!(f, "`{command}` failed ({status})")?;
+                if !stderr.is_empty() {
+                    write!(f, ": {stderr}")?;
+                }
+                Ok(())
+            }
+            LabError::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for LabError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LabError::MissingTool { source } | LabError::Io { source, .. } => Some(source),
+            LabError::Privilege { .. } | LabError::Command { .. } => None,
+        }
+    }
+}
+
+impl From<LabError> for io::Error {
+    /// Converts into an `io::Error`, keeping the original error as the inner error.
+    ///
+    /// Privilege errors become [`io::ErrorKind::PermissionDenied`], a missing `ip` becomes
+    /// [`io::ErrorKind::NotFound`], I/O errors keep their kind, and the rest become
+    /// [`io::ErrorKind::Other`].
+    fn from(err: LabError) -> Self {
+        let kind = match &err {
+            LabError::Privilege { .. } => io::ErrorKind::PermissionDenied,
+            LabError::MissingTool { .. } => io::ErrorKind::NotFound,
+            LabError::Io { source, .. } => source.kind(),
+            LabError::Command { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, err)
+    }
+}
