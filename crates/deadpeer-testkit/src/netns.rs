@@ -249,6 +249,11 @@ impl fmt::Debug for Netns {
 ///
 /// Returned by [`Netns::enter`]. It is `!Send`: the thread that entered is the one that must
 /// leave.
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<deadpeer_testkit::NetnsGuard<'static>>();
+/// ```
 #[must_use = "the thread leaves the namespace as soon as the guard is dropped"]
 pub struct NetnsGuard<'a> {
     original: File,

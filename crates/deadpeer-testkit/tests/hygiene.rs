@@ -1,0 +1,264 @@
+//! Labs clean up after themselves, never touch the host, and explain what is missing when
+//! they cannot be built.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use deadpeer_testkit::{Lab, lab_or_skip};
+
+fn exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+fn netns_list() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn names(lab: &Lab) -> Vec<String> {
+    lab.namespaces()
+        .iter()
+        .map(|ns| ns.name().to_owned())
+        .collect()
+}
+
+#[test]
+fn drop_deletes_every_namespace() {
+    let Some(lab) = lab_or_skip("drop_deletes_every_namespace") else {
+        return;
+    };
+    let names = names(&lab);
+    assert_eq!(names.len(), 3);
+    let pid = std::process::id();
+    for name in &names {
+        assert!(name.starts_with(&format!("dpk-{pid}-")), "{name}");
+        assert!(exists(name), "{name} missing while the lab lives");
+    }
+    drop(lab);
+    let list = netns_list();
+    for name in &names {
+        assert!(!exists(name), "{name} left in /run/netns");
+        assert!(
+            !list.contains(name.as_str()),
+            "{name} left in `ip netns list`"
+        );
+    }
+}
+
+#[test]
+fn panic_unwinding_deletes_every_namespace() {
+    if lab_or_skip("panic_unwinding_deletes_every_namespace").is_none() {
+        return;
+    }
+    let original = fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = Arc::clone(&seen);
+    let result = std::panic::catch_unwind(move || {
+        let lab = Lab::new().unwrap();
+        inner.lock().unwrap().extend(names(&lab));
+        lab.blackhole().unwrap();
+        // Also leave the thread inside a namespace when the panic starts.
+        let _guard = lab.server().enter().unwrap();
+        panic!("test body panics with a lab alive");
+    });
+    assert!(result.is_err());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    let list = netns_list();
+    for name in seen.iter() {
+        assert!(!exists(name), "{name} left in /run/netns after a panic");
+        assert!(
+            !list.contains(name.as_str()),
+            "{name} left in `ip netns list`"
+        );
+    }
+    // The guard restored this thread's namespace during unwinding.
+    assert_eq!(fs::read_link("/proc/thread-self/ns/net").unwrap(), original);
+}
+
+#[test]
+fn guard_and_run_restore_the_calling_thread() {
+    let Some(lab) = lab_or_skip("guard_and_run_restore_the_calling_thread") else {
+        return;
+    };
+    let here = || fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let host = here();
+    let server = lab.server().run(here).unwrap();
+    assert_ne!(server, host);
+    assert_eq!(here(), host);
+    {
+        let _outer = lab.client().enter().unwrap();
+        let client = here();
+        assert_ne!(client, host);
+        assert_ne!(client, server);
+        {
+            let _inner = lab.router().enter().unwrap();
+            assert_ne!(here(), client);
+        }
+        assert_eq!(here(), client, "nested guard restores the outer namespace");
+    }
+    assert_eq!(here(), host);
+    let caught = std::panic::catch_unwind(|| lab.server().run(|| panic!("inside")));
+    assert!(caught.is_err());
+    assert_eq!(here(), host, "run restores on panic");
+
+    // A listener created inside stays inside: a connection from the host never reaches it
+    // (whatever the host's own network does with 10.x addresses), one from the client does.
+    let addr = std::net::SocketAddr::new(lab.server_addr(), 7100);
+    let listener = lab.server().tcp_listener(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let _from_host =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let err = listener.accept().expect_err("the host reached the lab");
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    listener.set_nonblocking(false).unwrap();
+    let _client = lab.client().tcp_connect(addr).unwrap();
+    let (_, peer) = listener.accept().unwrap();
+    assert_eq!(peer.ip(), lab.client_addr());
+}
+
+#[test]
+fn stale_namespaces_of_dead_processes_are_swept() {
+    let Some(_lab) = lab_or_skip("stale_namespaces_of_dead_processes_are_swept") else {
+        return;
+    };
+    // No pid exceeds 2^22 (the maximum pid_max), so this creator is certainly gone.
+    let stale = "dpk-4194305-0-r";
+    let status = Command::new("ip")
+        .args(["netns", "add", stale])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(exists(stale));
+    // Ours, alive: must survive the sweep.
+    let alive = Lab::new().unwrap();
+    assert!(!exists(stale), "stale namespace not swept");
+    for name in names(&alive) {
+        assert!(exists(&name));
+    }
+    // Names that merely start with the prefix are not ours to delete.
+    let foreign = "dpk-notalab";
+    Command::new("ip")
+        .args(["netns", "add", foreign])
+        .status()
+        .unwrap();
+    drop(Lab::new().unwrap());
+    assert!(exists(foreign), "a foreign namespace was swept");
+    Command::new("ip")
+        .args(["netns", "del", foreign])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn host_namespace_is_untouched() {
+    let Some(probe) = lab_or_skip("host_namespace_is_untouched") else {
+        return;
+    };
+    drop(probe);
+    let snapshot = || {
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        (
+            run(&["-o", "link", "show"])
+                .lines()
+                .map(|l| l.split(':').nth(1).unwrap().trim().to_owned())
+                .collect::<Vec<_>>(),
+            run(&["route", "show", "table", "all"]),
+            run(&["rule", "show"]),
+            fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        )
+    };
+    let before = snapshot();
+    let lab = Lab::new().unwrap();
+    lab.blackhole().unwrap();
+    lab.unreachable().unwrap();
+    lab.cut_link().unwrap();
+    assert_eq!(snapshot(), before, "a lab changed the host namespace");
+    lab.heal().unwrap();
+    drop(lab);
+    assert_eq!(snapshot(), before);
+}
+
+/// Runs only as the child of `unprivileged_lab_new_explains_what_is_missing`.
+#[test]
+fn unprivileged_child() {
+    if std::env::var_os("DPK_UNPRIVILEGED_CHILD").is_none() {
+        return;
+    }
+    let err = Lab::new().expect_err("no capabilities, yet a lab was created");
+    println!("LAB_NEW_ERROR={err}");
+    println!("IS_SKIP={}", err.is_skip());
+    assert!(lab_or_skip("unprivileged_child").is_none());
+}
+
+#[test]
+fn unprivileged_lab_new_explains_what_is_missing() {
+    if lab_or_skip("unprivileged_lab_new_explains_what_is_missing").is_none() {
+        return;
+    }
+    // Re-run this test binary with every capability dropped (still uid 0).
+    let exe = std::env::current_exe().unwrap();
+    let run = |require: Option<&str>| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set", "-all", "--inh-caps", "-all", "--"])
+            .arg(&exe)
+            .args([
+                "--exact",
+                "unprivileged_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("DPK_UNPRIVILEGED_CHILD", "1")
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("DEADPEER_REQUIRE_NETNS");
+        if let Some(v) = require {
+            cmd.env("DEADPEER_REQUIRE_NETNS", v);
+        }
+        cmd.output()
+    };
+    let Ok(out) = run(None) else {
+        eprintln!("skipped unprivileged_lab_new_explains_what_is_missing: setpriv not available");
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "LAB_NEW_ERROR=missing CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root or grant \
+             CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("IS_SKIP=true"), "{stdout}");
+    let skips: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("skipped "))
+        .collect();
+    assert_eq!(
+        skips,
+        [
+            "skipped unprivileged_child: missing CAP_NET_ADMIN and CAP_SYS_ADMIN: run as root or \
+          grant CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        ],
+        "{stderr}"
+    );
+
+    let strict = run(Some("1")).unwrap();
+    let stdout = String::from_utf8_lossy(&strict.stdout);
+    assert!(
+        !strict.status.success(),
+        "DEADPEER_REQUIRE_NETNS=1 must turn the skip into a failure"
+    );
+    assert!(
+        stdout.contains("DEADPEER_REQUIRE_NETNS=1 forbids skipping")
+            || String::from_utf8_lossy(&strict.stderr)
+                .contains("DEADPEER_REQUIRE_NETNS=1 forbids skipping")
+    );
+}
