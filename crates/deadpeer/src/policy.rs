@@ -100,7 +100,7 @@ pub struct KeepalivePolicy {
 
 impl KeepalivePolicy {
     /// The Linux defaults (`tcp_keepalive_time=7200`, `tcp_keepalive_intvl=75`,
-    /// `tcp_keepalive_probes=9`, no user timeout): a dead peer is found after 8475 s, that is
+    /// `tcp_keepalive_probes=9`, no user timeout): a dead peer is found after 7875 s (7200 + 75 × 9), that is
     /// 2 h 11 min 15 s. Useful as a reference; it outlives every common middlebox idle timeout.
     pub const LINUX_DEFAULT: Self = Self::from_parts(7200, 75, 9, UserTimeout::Off);
 
@@ -218,7 +218,7 @@ impl KeepalivePolicy {
     /// ```
     /// use deadpeer::KeepalivePolicy;
     /// let bound = KeepalivePolicy::LINUX_DEFAULT.detection_bound();
-    /// assert_eq!(bound.as_secs(), 8475);
+    /// assert_eq!(bound.as_secs(), 7875);
     /// assert_eq!(humantime::format_duration(bound).to_string(), "2h 11m 15s");
     /// ```
     pub fn detection_bound(&self) -> Duration {
