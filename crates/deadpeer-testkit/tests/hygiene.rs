@@ -262,3 +262,123 @@ fn unprivileged_lab_new_explains_what_is_missing() {
                 .contains("DEADPEER_REQUIRE_NETNS=1 forbids skipping")
     );
 }
+
+/// Runs only as the child of `half_built_lab_is_cleaned_up`, with a failing `ip` in PATH.
+#[test]
+fn half_built_child() {
+    if std::env::var_os("DPK_HALF_BUILT_CHILD").is_none() {
+        return;
+    }
+    let err = Lab::new().expect_err("veth creation was made to fail");
+    println!("LAB_NEW_ERROR={err}");
+    println!("IS_SKIP={}", err.is_skip());
+    // Checked here, while this process is alive: once it exits, any `Lab::new` elsewhere would
+    // sweep its leftovers and hide them.
+    println!("LEFTOVERS={:?}", own_namespaces(std::process::id()));
+}
+
+fn own_namespaces(pid: u32) -> Vec<String> {
+    let prefix = format!("dpk-{pid}-");
+    fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn half_built_lab_is_cleaned_up() {
+    if lab_or_skip("half_built_lab_is_cleaned_up").is_none() {
+        return;
+    }
+    // A wrapper `ip` that fails when asked to create a veth, after the namespaces exist.
+    let out = Command::new("sh")
+        .args(["-c", "command -v ip"])
+        .output()
+        .unwrap();
+    let real_ip = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dir = std::env::temp_dir().join(format!("dpk-fake-ip-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let wrapper = dir.join("ip");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *\"type veth\"*) echo 'injected failure' >&2; exit 1;; \
+             esac\nexec {real_ip} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&wrapper)
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "half_built_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DPK_HALF_BUILT_CHILD", "1")
+        .env("PATH", path)
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("type veth"),
+        "error names the command: {stdout}"
+    );
+    assert!(
+        stdout.contains("injected failure"),
+        "error has ip's stderr: {stdout}"
+    );
+    assert!(stdout.contains("IS_SKIP=false"), "{stdout}");
+    assert!(
+        stdout.contains("LEFTOVERS=[]"),
+        "half-built lab left namespaces: {stdout}"
+    );
+}
+
+/// The pattern of docs/testing.md for services that create their own sockets: a thread that
+/// lives in the namespace and runs its own runtime there.
+#[test]
+fn a_thread_can_live_in_a_namespace() {
+    let Some(lab) = lab_or_skip("a_thread_can_live_in_a_namespace") else {
+        return;
+    };
+    let lab = Arc::new(lab);
+    let addr = std::net::SocketAddr::new(lab.server_addr(), 7200);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let inside = Arc::clone(&lab);
+    let service = std::thread::spawn(move || {
+        let _guard = inside.server().enter().expect("enter the server namespace");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Plain tokio bind: the service knows nothing about namespaces.
+            let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+            ready_tx.send(()).unwrap();
+            let (_sock, peer) = listener.accept().await.unwrap();
+            peer
+        })
+    });
+    ready_rx.recv().unwrap();
+    let _client = lab.client().tcp_connect(addr).unwrap();
+    assert_eq!(service.join().unwrap().ip(), lab.client_addr());
+}
