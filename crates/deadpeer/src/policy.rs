@@ -15,10 +15,10 @@
 //! use std::time::Duration;
 //! use deadpeer::{KeepalivePolicy, UserTimeout};
 //!
-//! // From the three numbers; the user timeout defaults to `Auto` (equal to the bound).
+//! // From the three numbers; the user timeout defaults to `Auto` (derived from the bound).
 //! let p = KeepalivePolicy::new(Duration::from_secs(60), Duration::from_secs(10), 6)?;
 //! assert_eq!(p.detection_bound(), Duration::from_secs(120));
-//! assert_eq!(p.effective_user_timeout(), Some(Duration::from_secs(120)));
+//! assert_eq!(p.effective_user_timeout(), Some(Duration::from_secs(119)));
 //!
 //! // From a string, in the canonical form or the nginx form.
 //! let q: KeepalivePolicy = "idle=60s,interval=10s,probes=6".parse()?;
@@ -63,9 +63,16 @@ pub const MAX_USER_TIMEOUT_MS: u64 = i32::MAX as u64;
 /// dies once the time since the last received segment reaches it and a probe is outstanding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UserTimeout {
-    /// Equal to the policy's [detection bound](KeepalivePolicy::detection_bound), so the user
+    /// Derived from the policy's [detection bound](KeepalivePolicy::detection_bound), so the user
     /// timeout and the probe count never contradict each other and unacknowledged data is caught
     /// within the same bound. This is what Cloudflare's and gRPC's (A18) advice comes to.
+    ///
+    /// The value is the bound less half an interval, at most 1 s
+    /// ([`auto_user_timeout`](KeepalivePolicy::auto_user_timeout)). The kernel counts the user
+    /// timeout from the first retransmission, one RTO (at least 200 ms; 0.42 s measured on a
+    /// veth link) after the data was sent, so a user timeout equal to the bound fires that much
+    /// after it. On an idle socket nothing changes: the keepalive timer checks only at
+    /// `idle + k × interval`, and the first check at or past the user timeout is the bound itself.
     #[default]
     Auto,
     /// Leave `TCP_USER_TIMEOUT` at 0 (off): unacknowledged data fails only after `tcp_retries2`.
@@ -200,14 +207,32 @@ impl KeepalivePolicy {
         self.user_timeout
     }
 
-    /// The `TCP_USER_TIMEOUT` value that [`apply`](crate::apply) sets: the bound for `Auto`, the
+    /// The `TCP_USER_TIMEOUT` value that [`apply`](crate::apply) sets: [`auto_user_timeout`](Self::auto_user_timeout) for `Auto`, the
     /// duration for `Fixed`, and `None` (0, off) for `Off`.
     pub fn effective_user_timeout(&self) -> Option<Duration> {
         match self.user_timeout {
-            UserTimeout::Auto => Some(self.detection_bound()),
+            UserTimeout::Auto => Some(self.auto_user_timeout()),
             UserTimeout::Off => None,
             UserTimeout::Fixed(d) => Some(d),
         }
+    }
+
+    /// The user timeout that [`UserTimeout::Auto`] stands for: the detection bound less half an
+    /// interval, at most 1 s less. Unacknowledged data then fails within the bound even though
+    /// the kernel starts counting one RTO late, and idle detection still happens at the bound.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::KeepalivePolicy;
+    ///
+    /// let p = KeepalivePolicy::new(Duration::from_secs(1), Duration::from_secs(1), 3)?;
+    /// assert_eq!(p.auto_user_timeout(), Duration::from_millis(3500));
+    /// assert_eq!(KeepalivePolicy::FAST.auto_user_timeout(), Duration::from_secs(29));
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn auto_user_timeout(&self) -> Duration {
+        let margin = (self.interval() / 2).min(Duration::from_secs(1));
+        self.detection_bound() - margin
     }
 
     /// The longest a dead idle peer can go unnoticed: `idle + interval × probes`.
@@ -419,16 +444,17 @@ impl Builder {
             UserTimeout::Off => {}
             UserTimeout::Fixed(d) => check_user_timeout(d)?,
             UserTimeout::Auto => {
-                let bound = policy.detection_bound();
-                if bound.as_millis() > u128::from(MAX_USER_TIMEOUT_MS) {
+                let auto = policy.auto_user_timeout();
+                if auto.as_millis() > u128::from(MAX_USER_TIMEOUT_MS) {
                     return Err(PolicyError::new(
                         PolicyErrorKind::OutOfRange,
                         Some(Field::UserTimeout),
                         format!(
-                            "user_timeout=auto would equal the detection bound of {}s, above the \
-                             kernel's limit of {MAX_USER_TIMEOUT_MS}ms (TCP_USER_TIMEOUT, about 24.8 days); \
+                            "user_timeout=auto would be {}ms (from the detection bound of {}s), above \
+                             the kernel's limit of {MAX_USER_TIMEOUT_MS}ms (TCP_USER_TIMEOUT, about 24.8 days); \
                              use user_timeout=off, a fixed user_timeout, or a shorter policy",
-                            bound.as_secs()
+                            auto.as_millis(),
+                            policy.detection_bound().as_secs()
                         ),
                     ));
                 }

@@ -139,7 +139,7 @@ fn auto_user_timeout_over_the_kernel_limit_is_an_error() {
 fn both_string_forms_parse() {
     let p: KeepalivePolicy = "idle=60s,interval=10s,probes=6".parse().unwrap();
     assert_eq!(p, KeepalivePolicy::new(secs(60), secs(10), 6).unwrap());
-    assert_eq!(p.effective_user_timeout(), Some(secs(120)));
+    assert_eq!(p.effective_user_timeout(), Some(secs(119)));
     assert_eq!("60:10:6".parse::<KeepalivePolicy>().unwrap(), p);
     assert_eq!(
         " probes=6 , interval=10s, idle=1m "

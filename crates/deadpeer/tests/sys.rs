@@ -28,8 +28,8 @@ fn keepalive_is_off_by_default_then_set_and_read_back() {
     assert_eq!(after.probes, 4);
     assert_eq!(
         after.user_timeout,
-        Some(Duration::from_secs(19)),
-        "auto = the bound"
+        Some(Duration::from_secs(18)),
+        "auto = the bound less 1 s"
     );
     assert!(after.matches(&policy));
     assert_eq!(after.detection_bound(), policy.detection_bound());
