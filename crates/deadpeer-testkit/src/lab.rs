@@ -264,8 +264,10 @@ impl Lab {
     ///   subnet and answers with ICMP network unreachable: like [`Lab::unreachable`], an idle
     ///   keepalive socket gets `ETIMEDOUT` at the bound;
     /// - the **server** loses its interface, its address and its default route: its sockets
-    ///   cannot send anything (their segments fail locally) and an idle keepalive socket gets
+    ///   cannot send anything (their probes fail locally) and an idle keepalive socket gets
     ///   `ETIMEDOUT` at the bound.
+    ///
+    /// Measured with 1/1/3 on both sides: both get `ETIMEDOUT` 4.08 s after the cut.
     ///
     /// [`Lab::heal`] recreates the link with the same addresses and routes; connections
     /// that have not died yet resume.

@@ -394,3 +394,36 @@ fn parallel_labs_do_not_interfere() {
     names.dedup();
     assert_eq!(names.len(), DYING + 1, "every lab has its own namespaces");
 }
+
+#[tokio::test]
+async fn cut_link_kills_both_sides() {
+    let Some(lab) = lab_or_skip("cut_link_kills_both_sides") else {
+        return;
+    };
+    let (mut client, mut server) = connected(&lab).await;
+    FAST.apply(&client);
+    FAST.apply(&server);
+
+    lab.cut_link().unwrap();
+    let start = Instant::now();
+    let limit = FAST.bound() + Duration::from_secs(2);
+    let ((client_err, client_after), (server_err, server_after)) = tokio::join!(
+        read_error(&mut client, start, limit),
+        read_error(&mut server, start, limit)
+    );
+    eprintln!(
+        "cut_link: client {client_err} after {client_after:?}, server {server_err} after {server_after:?}"
+    );
+    assert_eq!(
+        client_err.raw_os_error(),
+        Some(ETIMEDOUT),
+        "client: {client_err}"
+    );
+    assert_within(client_after, FAST.floor(), FAST.bound(), "cut_link client");
+    assert_eq!(
+        server_err.raw_os_error(),
+        Some(ETIMEDOUT),
+        "server: {server_err}"
+    );
+    assert_within(server_after, FAST.floor(), FAST.bound(), "cut_link server");
+}
