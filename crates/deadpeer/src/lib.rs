@@ -25,6 +25,8 @@ mod sys;
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;
 pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};
+#[doc(hidden)]
+pub use sys::debug_apply_calls_on_this_thread;
 pub use sys::{SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
 
 #[cfg(feature = "tokio")]

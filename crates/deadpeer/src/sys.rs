@@ -122,6 +122,8 @@ const HAS_USER_TIMEOUT: bool = cfg!(any(
 /// # Ok(()) }
 /// ```
 pub fn apply(socket: &impl AsFd, policy: &KeepalivePolicy) -> io::Result<()> {
+    #[cfg(debug_assertions)]
+    APPLY_CALLS.with(|c| c.set(c.get() + 1));
     let sock = SockRef::from(socket);
     let ka = TcpKeepalive::new()
         .with_time(policy.idle())
@@ -138,6 +140,21 @@ pub fn apply(socket: &impl AsFd, policy: &KeepalivePolicy) -> io::Result<()> {
     sock.set_tcp_user_timeout(policy.effective_user_timeout())
         .map_err(|e| option_error(e, "TCP_USER_TIMEOUT", "set"))?;
     Ok(())
+}
+
+#[cfg(debug_assertions)]
+thread_local! {
+    static APPLY_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times [`apply`] ran on this thread (debug builds only; 0 in release builds). Tests use
+/// it to prove that accepting from an inheriting listener makes no `setsockopt`.
+#[doc(hidden)]
+pub fn debug_apply_calls_on_this_thread() -> u64 {
+    #[cfg(debug_assertions)]
+    return APPLY_CALLS.with(std::cell::Cell::get);
+    #[cfg(not(debug_assertions))]
+    0
 }
 
 /// Reads back the keepalive options in effect on a TCP socket (see [`apply`] for the options on
