@@ -1,3 +1,83 @@
-//! The `deadpeer` command.
+//! The `deadpeer` command: show and set the kernel's TCP keepalive defaults, check that a
+//! keepalive policy takes effect on a live connection, and plan a policy from a goal.
+//!
+//! Exit status: 0 on success, 1 on a runtime failure (no privilege, a host that does not resolve,
+//! a refused connection, a socket whose read-back values differ from the policy), 2 on bad input
+//! (a usage error or a value the kernel would not accept). Errors are one line on stderr.
+//!
+//! Each subcommand lives in its own module with an `Args` struct and a `run` function; adding one
+//! means adding a module, a variant to [`Command`] and an arm to [`Command::run`].
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod check;
+mod error;
+mod kernel;
+mod output;
+mod parse;
+mod plan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+use crate::output::Out;
+
+const EXAMPLES: &str = "\
+Examples:
+  deadpeer kernel                                  show the kernel defaults and their detection bound
+  deadpeer kernel --json                           the same, as JSON
+  deadpeer kernel set --idle 300s --dry-run        print the sysctl lines instead of writing
+  sudo deadpeer kernel set --idle 300s --interval 60s --probes 30
+  deadpeer check example.com:443 --policy fast     apply a policy to a live connection and read it back
+  deadpeer plan --detect-within 30s                a policy, as nginx, HAProxy and sysctl settings
+  deadpeer plan --idle-timeout 350s                stay open through an AWS NLB
+
+Exit status: 0 ok, 1 runtime failure, 2 bad input.";
+
+/// Find dead TCP peers within a bound you choose: inspect, set and plan TCP keepalive.
+#[derive(Debug, Parser)]
+#[command(
+    name = "deadpeer",
+    version,
+    after_help = EXAMPLES,
+    arg_required_else_help = true,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show (or set) the kernel's keepalive defaults and how long they take to find a dead peer.
+    Kernel(kernel::Args),
+    /// Connect to HOST:PORT, apply a policy, and read back what the kernel really set.
+    Check(check::Args),
+    /// Choose a policy from a goal and print it for deadpeer, nginx, HAProxy and sysctl.
+    Plan(plan::Args),
+}
+
+impl Command {
+    fn run(self, out: &mut Out) -> Result<(), CliError> {
+        match self {
+            Command::Kernel(args) => kernel::run(args, out),
+            Command::Check(args) => check::run(args, out),
+            Command::Plan(args) => plan::run(args, out),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    error::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return error::clap_error(e),
+    };
+    let mut out = Out::stdout();
+    match cli.command.run(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report(),
+    }
+}
