@@ -335,6 +335,23 @@ fn connected_std(lab: &Lab) -> (std::net::TcpStream, std::net::TcpStream) {
     (client, server)
 }
 
+/// A blocking read that gives up after `limit`, retrying when a signal interrupts it (a blocking
+/// read with `SO_RCVTIMEO` returns `EINTR` rather than restarting).
+fn blocking_read(sock: &mut std::net::TcpStream, limit: Duration) -> io::Result<usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        sock.set_read_timeout(Some(left))?;
+        match sock.read(&mut [0u8; 8]) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 #[test]
 fn parallel_labs_do_not_interfere() {
     const DYING: usize = 8;
@@ -356,10 +373,8 @@ fn parallel_labs_do_not_interfere() {
             std::thread::sleep(Duration::from_millis(150 * i as u64));
             lab.blackhole().unwrap();
             let start = Instant::now();
-            client
-                .set_read_timeout(Some(FAST.bound() + Duration::from_secs(2)))
-                .unwrap();
-            let err = client.read(&mut [0u8; 8]).unwrap_err();
+            let err =
+                blocking_read(&mut client, FAST.bound() + Duration::from_secs(2)).unwrap_err();
             let elapsed = start.elapsed();
             assert_eq!(err.raw_os_error(), Some(ETIMEDOUT), "lab {i}: {err}");
             assert_within(
@@ -377,8 +392,7 @@ fn parallel_labs_do_not_interfere() {
     FAST.apply(&client);
     barrier.wait();
     let survive = Duration::from_millis(150 * DYING as u64) + FAST.bound() + Duration::from_secs(1);
-    client.set_read_timeout(Some(survive)).unwrap();
-    let err = client.read(&mut [0u8; 8]).unwrap_err();
+    let err = blocking_read(&mut client, survive).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "healthy lab: {err}");
     assert!(client.take_error().unwrap().is_none());
     client.write_all(b"y").unwrap();
