@@ -108,7 +108,8 @@ pub const REQUIRE_NETNS_ENV: &str = "DEADPEER_REQUIRE_NETNS";
 /// Creates a [`Lab`] for the test `test_name`, or skips the test.
 ///
 /// When the machine cannot host a lab (no `CAP_NET_ADMIN`/`CAP_SYS_ADMIN`, or no `ip`), it prints
-/// exactly one line, `skipped <test_name>: <reason>`, to stderr and returns `None`; the test then
+/// exactly one line, `skipped <test_name>: <reason>`, to stderr (visible even when the test
+/// harness captures output) and returns `None`; the test then
 /// returns early. If `DEADPEER_REQUIRE_NETNS=1` is set it panics with the reason instead.
 ///
 /// # Panics
@@ -130,13 +131,18 @@ pub const REQUIRE_NETNS_ENV: &str = "DEADPEER_REQUIRE_NETNS";
 /// }
 /// ```
 pub fn lab_or_skip(test_name: &str) -> Option<Lab> {
+    use std::io::Write as _;
     match Lab::new() {
         Ok(lab) => Some(lab),
         Err(err) if err.is_skip() => {
             if std::env::var(REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
                 panic!("{test_name}: {err} ({REQUIRE_NETNS_ENV}=1 forbids skipping)");
             }
-            eprintln!("skipped {test_name}: {err}");
+            // Straight to fd 2, not `eprintln!`: the test harness captures the macros and would
+            // hide the skip of a passing test.
+            // One write, so that parallel tests cannot split the line.
+            let line = format!("skipped {test_name}: {err}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
             None
         }
         Err(err) => panic!("{test_name}: cannot create the lab: {err}"),
