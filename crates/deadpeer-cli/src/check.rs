@@ -21,8 +21,11 @@ Examples:
 
 Exits 1 when the connection fails or a value read back differs from the policy.")]
 pub(crate) struct Args {
-    /// Where to connect: HOST:PORT, or [IPV6]:PORT.
-    #[arg(value_name = "HOST:PORT")]
+    // The help is an attribute, not a doc comment: rustdoc would read `[IPV6]` as a link.
+    #[arg(
+        value_name = "HOST:PORT",
+        help = "Where to connect: HOST:PORT, or [IPV6]:PORT"
+    )]
     target: String,
     /// The policy to apply: cloud (the default), fast, linux-default,
     /// idle=60s,interval=10s,probes=6[,user_timeout=auto|off|30s], or the nginx form 60:10:6.
