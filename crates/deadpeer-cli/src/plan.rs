@@ -98,7 +98,7 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
     match policy.user_timeout() {
         UserTimeout::Auto => outln!(
             out,
-            "user timeout:    {ut} (auto: the bound less min(interval/2, 1s), so unacknowledged data is caught within the bound too)"
+            "user timeout:    {ut} (auto: just under the bound, so unacknowledged data is caught within it too)"
         ),
         _ => outln!(out, "user timeout:    {ut}"),
     }
