@@ -43,3 +43,10 @@ pub use listener::{KeepaliveListener, ListenerMode, TcpListenerExt};
 pub use liveness::{Dead, Liveness, Settled, State};
 #[cfg(feature = "tokio")]
 pub use stream::{AsTcpStream, KeepaliveStream, TcpStreamExt, connect};
+
+#[cfg(feature = "axum")]
+mod axum_impl;
+#[cfg(feature = "hyper")]
+mod hyper_impl;
+#[cfg(feature = "tower")]
+pub mod layer;

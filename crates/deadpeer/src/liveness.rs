@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     /// Serialises "take the error, classify, latch" so that a reader that sees EOF right after a
     /// `Liveness` consumed the error finds the latch set.
     classify: Mutex<()>,
+    /// Set while a `Liveness` holds `classify` after taking the socket's error, so that readers
+    /// need the lock only then.
+    classifying: AtomicBool,
     closed: AtomicBool,
     notify: Notify,
     watch: Mutex<Watch>,
@@ -78,6 +81,7 @@ impl Shared {
         Self {
             latch: OnceLock::new(),
             classify: Mutex::new(()),
+            classifying: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             notify: Notify::new(),
             watch: Mutex::new(Watch::Unset),
@@ -113,10 +117,40 @@ impl Shared {
         self.latch.get()
     }
 
+    /// The latched death after a successful read, which may be the EOF that follows a death whose
+    /// error a `Liveness` just took: two atomic loads, and the lock only in that window.
+    #[inline]
+    pub(crate) fn latched_after_read(&self) -> Option<&DeadPeer> {
+        if let Some(dead) = self.latch.get() {
+            return Some(dead);
+        }
+        if self.classifying.load(Ordering::SeqCst) {
+            return self.latched_after_classify();
+        }
+        None
+    }
+
     /// Classifies an OS error seen on `socket`: a death is latched (with its event, once) and
     /// returned; anything else is `None`.
     pub(crate) fn classify(&self, socket: &impl AsFd, errno: i32) -> Option<DeadPeer> {
         let _guard = lock(&self.classify);
+        self.classify_locked(socket, errno)
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`) and classifies it, for a `Liveness` woken by
+    /// error readiness.
+    fn take_and_classify(&self, socket: &impl AsFd) {
+        let _guard = lock(&self.classify);
+        self.classifying.store(true, Ordering::SeqCst);
+        if let Ok(Some(err)) = sys::take_error(socket) {
+            if let Some(errno) = err.raw_os_error() {
+                self.classify_locked(socket, errno);
+            }
+        }
+        self.classifying.store(false, Ordering::SeqCst);
+    }
+
+    fn classify_locked(&self, socket: &impl AsFd, errno: i32) -> Option<DeadPeer> {
         if let Some(dead) = self.latch.get() {
             return Some(dead.clone());
         }
@@ -218,11 +252,7 @@ impl Shared {
                     // Error readiness stays set once seen: handle it once, then wait for the latch.
                     error_seen = true;
                     if ready.is_ok() {
-                        if let Ok(Some(err)) = sys::take_error(&*watcher) {
-                            if let Some(errno) = err.raw_os_error() {
-                                self.classify(&*watcher, errno);
-                            }
-                        }
+                        self.take_and_classify(&*watcher);
                     }
                 }
             }

@@ -207,6 +207,12 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
 }
 
 impl<S> KeepaliveStream<S> {
+    #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
+    pub(crate) fn io_pin_mut(self: Pin<&mut Self>) -> (Pin<&mut S>, &Shared) {
+        let this = self.project();
+        (this.io, &this.closer.0)
+    }
+
     /// The wrapped connection.
     pub fn get_ref(&self) -> &S {
         &self.io
@@ -261,7 +267,7 @@ impl<S: AsyncRead + AsTcpStream> AsyncRead for KeepaliveStream<S> {
             Ok(()) => {
                 // EOF: a FIN, or a death whose error a `Liveness` consumed first.
                 if buf.filled().len() == before && buf.remaining() > 0 {
-                    if let Some(dead) = shared.latched_after_classify() {
+                    if let Some(dead) = shared.latched_after_read() {
                         return Poll::Ready(Err(dead.clone().into()));
                     }
                 }

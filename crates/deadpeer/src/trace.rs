@@ -1,6 +1,9 @@
 //! The one place that emits deadpeer's events. Messages and fields are fixed so users can filter
 //! on them; see the guide. Nothing here installs a subscriber.
-#![cfg_attr(not(feature = "tracing"), allow(unused_variables, dead_code))]
+#![cfg_attr(
+    not(all(feature = "tracing", feature = "tokio")),
+    allow(unused_variables, dead_code)
+)]
 
 use std::fmt;
 use std::io;

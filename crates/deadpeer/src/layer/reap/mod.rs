@@ -1,0 +1,9 @@
+//! [`ReapLayer`]: the per-connection service side.
+
+mod future;
+mod layer;
+mod service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::ReapLayer;
+pub use self::service::Reap;
