@@ -1,0 +1,1 @@
+//! Runnable examples for deadpeer; see the `examples/` directory.

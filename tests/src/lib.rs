@@ -1,0 +1,1 @@
+//! Cross-crate integration tests for deadpeer on real network namespaces; see `tests/`.
