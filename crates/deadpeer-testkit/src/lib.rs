@@ -98,6 +98,9 @@ mod error;
 mod lab;
 mod netns;
 
+#[cfg(feature = "events")]
+pub mod events;
+
 pub use error::LabError;
 pub use lab::{Lab, send_nowait};
 pub use netns::{CONNECT_TIMEOUT, Netns, NetnsGuard};

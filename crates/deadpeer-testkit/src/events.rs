@@ -1,0 +1,102 @@
+//! Capture tracing events in a test (feature `events`), to assert on what a service logged, such
+//! as deadpeer's `dead peer detected`.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (events, _guard) = deadpeer_testkit::events::capture();
+//! tracing::warn!(cause = "keepalive_timeout", "dead peer detected");
+//! let dead = events.with_message("dead peer detected");
+//! assert_eq!(dead.len(), 1);
+//! assert_eq!(dead[0].fields["cause"], "keepalive_timeout");
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// One captured event: level, target, message and fields rendered as strings.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The event's level.
+    pub level: tracing::Level,
+    /// The event's target (the emitting module path, unless set).
+    pub target: String,
+    /// The message.
+    pub message: String,
+    /// Every other field, `Display`ed or `Debug`ged to a string (string values unquoted).
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The events captured so far; cheap to clone, shared with the capturing subscriber.
+#[derive(Debug, Clone, Default)]
+pub struct Events(Arc<Mutex<Vec<Event>>>);
+
+impl Events {
+    /// Every event captured so far.
+    pub fn all(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The events with this message.
+    pub fn with_message(&self, message: &str) -> Vec<Event> {
+        self.all()
+            .into_iter()
+            .filter(|e| e.message == message)
+            .collect()
+    }
+}
+
+struct Visitor<'a>(&'a mut Event);
+
+impl Visit for Visitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let v = format!("{value:?}");
+        if field.name() == "message" {
+            self.0.message = v;
+        } else {
+            self.0.fields.insert(field.name().to_string(), v);
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.message = value.to_string();
+        } else {
+            self.0
+                .fields
+                .insert(field.name().to_string(), value.to_string());
+        }
+    }
+}
+
+struct Capture(Events);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let mut e = Event {
+            level: *meta.level(),
+            target: meta.target().to_string(),
+            message: String::new(),
+            fields: BTreeMap::new(),
+        };
+        event.record(&mut Visitor(&mut e));
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+    }
+}
+
+/// Captures every event emitted on this thread until the guard is dropped.
+///
+/// The subscriber is the thread's default, so use a current-thread runtime
+/// (`#[tokio::test]`'s default) for events emitted by tasks to be seen.
+pub fn capture() -> (Events, tracing::subscriber::DefaultGuard) {
+    let events = Events::default();
+    let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    (events, guard)
+}
