@@ -162,6 +162,11 @@ impl DeadPeer {
     /// [`io::Error`]s on the way. Use it on the errors of hyper, hyper-util's `Client` and tonic,
     /// which wrap the connection's I/O error.
     ///
+    /// Some layers keep only the kind and the message of an I/O error: h2, and so tonic and
+    /// HTTP/2 clients, rebuild it as a new `io::Error` holding a string. Where no typed
+    /// `DeadPeer` is found, `find` reads one back from such a message, which `Display` writes in
+    /// a stable format (durations to the millisecond).
+    ///
     /// ```
     /// use std::io;
     /// use deadpeer::DeadPeer;
@@ -177,8 +182,21 @@ impl DeadPeer {
     ///
     /// let plain = Wrapper(io::Error::from(io::ErrorKind::TimedOut));
     /// assert!(DeadPeer::find(&plain).is_none());
+    ///
+    /// // What h2 makes of a deadpeer error: the kind and the message.
+    /// let text = "dead peer 10.0.0.2:443: reset (connected 1.500s, os error 104)";
+    /// let h2_like = Wrapper(io::Error::new(io::ErrorKind::ConnectionReset, text));
+    /// let dead = DeadPeer::find(&h2_like).expect("read back");
+    /// assert_eq!(dead.cause(), deadpeer::Cause::Reset);
+    /// assert_eq!(dead.raw_os_error(), Some(104));
     /// ```
-    pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a DeadPeer> {
+    pub fn find(err: &(dyn Error + 'static)) -> Option<DeadPeer> {
+        Self::find_typed(err)
+            .cloned()
+            .or_else(|| Self::find_message(err))
+    }
+
+    fn find_typed<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a DeadPeer> {
         let mut current = Some(err);
         while let Some(e) = current {
             if let Some(dead) = e.downcast_ref::<DeadPeer>() {
@@ -186,9 +204,25 @@ impl DeadPeer {
             }
             // `io::Error::source` skips the error it wraps, so look inside explicitly.
             if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-                if let Some(dead) = Self::find(inner) {
+                if let Some(dead) = Self::find_typed(inner) {
                     return Some(dead);
                 }
+            }
+            current = e.source();
+        }
+        None
+    }
+
+    fn find_message(err: &(dyn Error + 'static)) -> Option<DeadPeer> {
+        let mut current = Some(err);
+        while let Some(e) = current {
+            if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+                if let Some(dead) = parse_display(&inner.to_string()) {
+                    return Some(dead);
+                }
+            }
+            if let Some(dead) = parse_display(&e.to_string()) {
+                return Some(dead);
             }
             current = e.source();
         }
@@ -212,6 +246,11 @@ impl fmt::Debug for DeadPeer {
 }
 
 impl fmt::Display for DeadPeer {
+    /// `dead peer 10.0.0.2:443: keepalive timeout after 4.084s without data (connected 12.000s,
+    /// local 10.0.0.1:50000, policy idle=1s,interval=1s,probes=3,user_timeout=auto, os error 110)`.
+    ///
+    /// The format is stable: [`DeadPeer::find`] reads it back when a library kept only the
+    /// message of the I/O error.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
         f.write_str("dead peer")?;
@@ -220,9 +259,12 @@ impl fmt::Display for DeadPeer {
         }
         write!(f, ": {}", i.cause)?;
         if let Some(idle) = i.idle_for {
-            write!(f, " after {:.1}s without data", idle.as_secs_f64())?;
+            write!(f, " after {:.3}s without data", idle.as_secs_f64())?;
         }
-        write!(f, " (connected {:.1}s", i.connected_for.as_secs_f64())?;
+        write!(f, " (connected {:.3}s", i.connected_for.as_secs_f64())?;
+        if let Some(local) = i.local_addr {
+            write!(f, ", local {local}")?;
+        }
         if let Some(p) = &i.policy {
             write!(f, ", policy {p}")?;
         }
@@ -231,6 +273,57 @@ impl fmt::Display for DeadPeer {
         }
         f.write_str(")")
     }
+}
+
+/// Reads back what `Display` wrote; `None` for any other text.
+fn parse_display(text: &str) -> Option<DeadPeer> {
+    let rest = text.strip_prefix("dead peer")?;
+    let (head, tail) = rest.split_once(": ")?;
+    let peer_addr = match head.trim() {
+        "" => None,
+        addr => Some(addr.parse().ok()?),
+    };
+    let (main, details) = tail.split_once(" (")?;
+    let details = details.strip_suffix(')')?;
+    let (cause, idle_for) = match main.split_once(" after ") {
+        Some((cause, idle)) => (cause, Some(secs(idle.strip_suffix(" without data")?)?)),
+        None => (main, None),
+    };
+    let cause = match cause {
+        "keepalive timeout" => Cause::KeepaliveTimeout,
+        "retransmit timeout" => Cause::RetransmitTimeout,
+        "reset" => Cause::Reset,
+        "unreachable" => Cause::Unreachable,
+        _ => return None,
+    };
+    let mut parts = details.split(", ");
+    let connected_for = secs(parts.next()?.strip_prefix("connected ")?)?;
+    let (mut local_addr, mut policy, mut raw_os_error) = (None, None, None);
+    for part in parts {
+        if let Some(v) = part.strip_prefix("local ") {
+            local_addr = Some(v.parse().ok()?);
+        } else if let Some(v) = part.strip_prefix("policy ") {
+            policy = Some(v.parse().ok()?);
+        } else if let Some(v) = part.strip_prefix("os error ") {
+            raw_os_error = Some(v.parse().ok()?);
+        } else {
+            return None;
+        }
+    }
+    Some(DeadPeer::new(
+        cause,
+        peer_addr,
+        local_addr,
+        connected_for,
+        idle_for,
+        policy,
+        raw_os_error,
+    ))
+}
+
+fn secs(text: &str) -> Option<Duration> {
+    let value: f64 = text.strip_suffix('s')?.parse().ok()?;
+    Duration::try_from_secs_f64(value).ok()
 }
 
 impl Error for DeadPeer {}
@@ -291,10 +384,44 @@ mod tests {
     }
 
     #[test]
+    fn display_reads_back() {
+        let dead = sample();
+        let back = parse_display(&dead.to_string()).expect("parses");
+        assert_eq!(back.to_string(), dead.to_string());
+        assert_eq!(back.cause(), Cause::Reset);
+        assert_eq!(back.policy(), Some(&KeepalivePolicy::FAST));
+        assert_eq!(back.idle_for(), Some(Duration::from_millis(1500)));
+        let v6 = DeadPeer::new(
+            Cause::KeepaliveTimeout,
+            Some("[::1]:8080".parse().expect("addr")),
+            Some("[::1]:50000".parse().expect("addr")),
+            Duration::from_millis(12_345),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(
+            parse_display(&v6.to_string()).expect("parses").local_addr(),
+            v6.local_addr()
+        );
+        assert!(parse_display("dead peer: sleepy (connected 1s)").is_none());
+        assert!(parse_display("connection reset by peer").is_none());
+    }
+
+    #[test]
+    fn find_reads_back_a_message_only_error() {
+        let text = sample().to_string();
+        let outer = Outer(io::Error::new(io::ErrorKind::ConnectionReset, text));
+        let found = DeadPeer::find(&outer).expect("found");
+        assert_eq!(found.peer_addr(), sample().peer_addr());
+        assert_eq!(found.raw_os_error(), Some(libc::ECONNRESET));
+    }
+
+    #[test]
     fn display_names_peer_cause_and_policy() {
         let s = sample().to_string();
         assert!(
-            s.starts_with("dead peer 10.0.0.2:80: reset after 1.5s"),
+            s.starts_with("dead peer 10.0.0.2:80: reset after 1.500s"),
             "{s}"
         );
         assert!(
