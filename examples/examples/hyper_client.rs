@@ -32,6 +32,23 @@ use hyper_util::rt::TokioExecutor;
 use tower_layer::Layer;
 use tracing_subscriber::EnvFilter;
 
+/// Whether the chain holds the typed `DeadPeer` itself, or only its message (which
+/// `DeadPeer::find` reads back: h2 keeps just the kind and the text of an I/O error).
+fn typed_in_chain(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let in_io = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<DeadPeer>());
+        if e.is::<DeadPeer>() || in_io {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -101,12 +118,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 source = e.source();
             }
             match DeadPeer::find(&err) {
-                Some(dead) => println!(
-                    "client: DeadPeer::find -> cause {:?}, errno {:?}, connected for {:.1}s",
-                    dead.cause(),
-                    dead.raw_os_error(),
-                    dead.connected_for().as_secs_f64()
-                ),
+                Some(dead) => {
+                    println!(
+                        "client: DeadPeer::find -> cause {:?}, errno {:?}, connected for {:.1}s",
+                        dead.cause(),
+                        dead.raw_os_error(),
+                        dead.connected_for().as_secs_f64(),
+                    );
+                    if typed_in_chain(&err) {
+                        println!("client: (the typed DeadPeer is in the chain)");
+                    } else {
+                        println!(
+                            "client: (read back from its message: h2 keeps only the kind and text of I/O errors)"
+                        );
+                    }
+                }
                 None => println!("client: DeadPeer::find -> None (the death is not in the chain)"),
             }
         }

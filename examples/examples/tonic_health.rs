@@ -7,6 +7,10 @@
 //! the policy's user timeout (`UserTimeout::Auto`, 3.5 s for 1/1/3) ends the connection and the
 //! call fails, instead of hanging for about 15 minutes (`tcp_retries2`).
 //!
+//! The failed call's `Status` is `Unknown: transport error`. HTTP/2 (h2) keeps only the kind and
+//! the text of the connection's I/O error, so the chain holds the `DeadPeer`'s message, not the
+//! typed value; `DeadPeer::find` reads it back from that message (cause, errno, addresses).
+//!
 //! The server side sets the policy on its listening socket with `deadpeer::apply`: on Linux,
 //! accepted sockets inherit it, so tonic's own `TcpIncoming` serves connections that are reaped
 //! within the same bound.
@@ -28,6 +32,23 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower_layer::Layer;
 use tracing_subscriber::EnvFilter;
+
+/// Whether the chain holds the typed `DeadPeer` itself, or only its message (which
+/// `DeadPeer::find` reads back: h2 keeps just the kind and the text of an I/O error).
+fn typed_in_chain(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let in_io = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<DeadPeer>());
+        if e.is::<DeadPeer>() || in_io {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -91,11 +112,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 source = e.source();
             }
             match DeadPeer::find(&status) {
-                Some(dead) => println!(
-                    "client: DeadPeer::find -> cause {:?}, errno {:?}",
-                    dead.cause(),
-                    dead.raw_os_error()
-                ),
+                Some(dead) => {
+                    println!(
+                        "client: DeadPeer::find -> cause {:?}, errno {:?}",
+                        dead.cause(),
+                        dead.raw_os_error(),
+                    );
+                    if typed_in_chain(&status) {
+                        println!("client: (the typed DeadPeer is in the chain)");
+                    } else {
+                        println!(
+                            "client: (read back from its message: h2 keeps only the kind and text of I/O errors)"
+                        );
+                    }
+                }
                 None => println!("client: DeadPeer::find -> None (the death is not in the chain)"),
             }
         }
