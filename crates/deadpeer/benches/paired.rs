@@ -1,0 +1,190 @@
+//! Interleaved ratios for the micro workloads, robust to a shared, noisy machine.
+//!
+//! Each round runs one batch of every variant back to back (the order rotates from round to
+//! round), and the ratio variant / raw is taken within the round. The report gives, per
+//! variant, the median time per operation and the median ratio with its 25th–75th percentiles
+//! over the rounds.
+//!
+//! `cargo bench -p deadpeer --bench paired` (`PAIRED_ROUNDS=N` to change the 40 rounds;
+//! `PAIRED_ONLY=accept,connect,echo,rtt` to pick workloads).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{AcceptBench, AcceptKind, BLOCK, Clients, Server};
+
+/// Runs `rounds` rounds of `variants` (name, batch runner returning (time, ops)) and prints the
+/// table. The first variant is the baseline.
+fn paired(
+    title: &str,
+    unit: &str,
+    rounds: usize,
+    variants: &mut [(&str, &mut dyn FnMut() -> (Duration, u64))],
+) {
+    let k = variants.len();
+    // Warm-up round, discarded.
+    for (_, run) in variants.iter_mut() {
+        run();
+    }
+    let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); k];
+    for r in 0..rounds {
+        let mut this = vec![0f64; k];
+        for j in 0..k {
+            let i = (j + r) % k;
+            let (t, ops) = (variants[i].1)();
+            this[i] = t.as_nanos() as f64 / ops as f64;
+        }
+        for i in 0..k {
+            per_op[i].push(this[i]);
+            ratio[i].push(this[i] / this[0]);
+        }
+    }
+    println!("\n## {title} ({rounds} interleaved rounds)");
+    println!(
+        "| variant | median {unit} | p25–p75 {unit} | time ratio vs {} (median) | p25–p75 |",
+        variants[0].0
+    );
+    println!("|---|---|---|---|---|");
+    for i in 0..k {
+        let (m, lo, hi) = common::quartiles(&mut per_op[i]);
+        let (rm, rlo, rhi) = common::quartiles(&mut ratio[i]);
+        println!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3}–{:.3} |",
+            variants[i].0, m, lo, hi, rm, rlo, rhi
+        );
+    }
+    println!("(rate ratio = 1 / time ratio)");
+}
+
+fn wanted(name: &str) -> bool {
+    match std::env::var("PAIRED_ONLY") {
+        Ok(list) => list.split(',').any(|w| w.trim() == name),
+        Err(_) => true,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is nothing to filter.
+    let rounds: usize = std::env::var("PAIRED_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let rt = common::runtime();
+
+    if wanted("accept") {
+        let bench = rt.block_on(async { AcceptBench::new() });
+        let n = common::ACCEPT_BATCH;
+        let mut a = || (rt.block_on(bench.batch(AcceptKind::Raw, n)), n as u64);
+        let mut b = || {
+            (
+                rt.block_on(bench.batch(AcceptKind::HandWritten, n)),
+                n as u64,
+            )
+        };
+        let mut c = || (rt.block_on(bench.batch(AcceptKind::Deadpeer, n)), n as u64);
+        paired(
+            "accept of a queued loopback connection (server side only)",
+            "ns/accept",
+            rounds,
+            &mut [
+                (AcceptKind::Raw.name(), &mut a),
+                (AcceptKind::HandWritten.name(), &mut b),
+                (AcceptKind::Deadpeer.name(), &mut c),
+            ],
+        );
+    }
+
+    let server = Server::start();
+
+    if wanted("connect") {
+        let n = 200;
+        let addr = server.raw;
+        let mut a = || {
+            rt.block_on(async {
+                let mut t = Duration::ZERO;
+                for _ in 0..n {
+                    t += common::connect_raw(addr).await;
+                }
+                (t, n)
+            })
+        };
+        let mut b = || {
+            rt.block_on(async {
+                let mut t = Duration::ZERO;
+                for _ in 0..n {
+                    t += common::connect_deadpeer(addr).await;
+                }
+                (t, n)
+            })
+        };
+        paired(
+            "connect + first byte echoed, loopback",
+            "ns/connection",
+            rounds,
+            &mut [
+                ("raw TcpStream::connect", &mut a),
+                ("deadpeer::connect", &mut b),
+            ],
+        );
+    }
+
+    if wanted("echo") || wanted("rtt") {
+        let clients = std::cell::RefCell::new(rt.block_on(Clients::connect(&server)));
+        let buf = std::cell::RefCell::new(vec![0u8; BLOCK]);
+        if wanted("echo") {
+            let n = 100usize;
+            let timed = |which: u8| {
+                rt.block_on(async {
+                    let mut c = clients.borrow_mut();
+                    let mut buf = buf.borrow_mut();
+                    let start = Instant::now();
+                    match which {
+                        0 => common::echo_blocks(&mut c.raw, &mut buf, n).await,
+                        1 => common::echo_blocks(&mut c.deadpeer, &mut buf, n).await,
+                        _ => common::echo_blocks(&mut c.watched, &mut buf, n).await,
+                    }
+                    (start.elapsed(), n as u64)
+                })
+            };
+            let (mut a, mut b, mut c) = (|| timed(0), || timed(1), || timed(2));
+            paired(
+                "echo of 64 KiB blocks (write 64 KiB, read 64 KiB back)",
+                "ns/block",
+                rounds,
+                &mut [
+                    ("raw TcpStream", &mut a),
+                    ("KeepaliveStream", &mut b),
+                    ("KeepaliveStream + pending dead()", &mut c),
+                ],
+            );
+        }
+        if wanted("rtt") {
+            let n = 2000usize;
+            let timed = |which: u8| {
+                rt.block_on(async {
+                    let mut c = clients.borrow_mut();
+                    let start = Instant::now();
+                    match which {
+                        0 => common::round_trips(&mut c.raw, n).await,
+                        1 => common::round_trips(&mut c.deadpeer, n).await,
+                        _ => common::round_trips(&mut c.watched, n).await,
+                    }
+                    (start.elapsed(), n as u64)
+                })
+            };
+            let (mut a, mut b, mut c) = (|| timed(0), || timed(1), || timed(2));
+            paired(
+                "round trip of a 64-byte message",
+                "ns/round trip",
+                rounds,
+                &mut [
+                    ("raw TcpStream", &mut a),
+                    ("KeepaliveStream", &mut b),
+                    ("KeepaliveStream + pending dead()", &mut c),
+                ],
+            );
+        }
+    }
+}
