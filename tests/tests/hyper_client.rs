@@ -1,45 +1,33 @@
 //! hyper-util's Client through KeepaliveLayer: a request in flight to a vanished server fails
 //! within the bound, and DeadPeer::find recovers the verdict from the client's error.
 
-use std::convert::Infallible;
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use deadpeer::layer::KeepaliveLayer;
 use deadpeer::{Cause, DeadPeer, KeepalivePolicy};
 use deadpeer_testkit::lab_or_skip;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower_layer::Layer;
-
-/// Serves `/` at once and never answers `/hang`.
-async fn serve(listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { return };
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                if req.uri().path() == "/hang" {
-                    std::future::pending::<()>().await;
-                }
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn request_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout() {
-    let Some(lab) = lab_or_skip("request_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout") else {
+    let Some(lab) =
+        lab_or_skip("request_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout")
+    else {
         return;
     };
     let policy: KeepalivePolicy = "idle=1s,interval=1s,probes=3".parse().unwrap();
     let addr = SocketAddr::new(lab.server_addr(), 7601);
-    tokio::spawn(serve(lab.server().tokio_listener(addr).unwrap()));
+    tokio::spawn(common::serve_hyper(
+        lab.server().tokio_listener(addr).unwrap(),
+    ));
 
     let connector = KeepaliveLayer::new(policy).layer(HttpConnector::new());
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
@@ -57,12 +45,18 @@ async fn request_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout(
     lab.blackhole().unwrap();
     let start = Instant::now();
     let hang: hyper::Uri = format!("http://{addr}/hang").parse().unwrap();
-    let err = tokio::time::timeout(policy.detection_bound() + Duration::from_secs(5), client.get(hang))
-        .await
-        .expect("the request failed in time")
-        .expect_err("the request fails");
+    let err = tokio::time::timeout(
+        policy.detection_bound() + Duration::from_secs(5),
+        client.get(hang),
+    )
+    .await
+    .expect("the request failed in time")
+    .expect_err("the request fails");
     let elapsed = start.elapsed();
     let dead = DeadPeer::find(&err).unwrap_or_else(|| panic!("no DeadPeer in {err:?}"));
     assert_eq!(dead.cause(), Cause::RetransmitTimeout, "{dead}");
-    assert!(elapsed <= policy.detection_bound() + Duration::from_millis(300), "failed after {elapsed:?}");
+    assert!(
+        elapsed <= policy.detection_bound() + Duration::from_millis(300),
+        "failed after {elapsed:?}"
+    );
 }

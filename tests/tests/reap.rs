@@ -26,7 +26,9 @@ impl Drop for DropGuard {
 
 #[tokio::test(flavor = "current_thread")]
 async fn reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies() {
-    let Some(lab) = lab_or_skip("reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies") else {
+    let Some(lab) =
+        lab_or_skip("reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies")
+    else {
         return;
     };
     let (events, _guard) = capture();
@@ -58,18 +60,30 @@ async fn reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies() {
     let (stream, _) = listener.accept().await.unwrap();
     let call = tokio::spawn(reap.call(stream));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(dropped_rx.try_recv().is_err(), "the handler runs while the client lives");
+    assert!(
+        dropped_rx.try_recv().is_err(),
+        "the handler runs while the client lives"
+    );
 
     let start = Instant::now();
     lab.blackhole().unwrap();
-    let dropped_at = tokio::time::timeout(policy.detection_bound() + Duration::from_secs(3), dropped_rx.recv())
-        .await
-        .expect("handler reaped")
-        .unwrap();
+    let dropped_at = tokio::time::timeout(
+        policy.detection_bound() + Duration::from_secs(3),
+        dropped_rx.recv(),
+    )
+    .await
+    .expect("handler reaped")
+    .unwrap();
     let latency = dropped_at - start;
-    assert!(latency <= policy.detection_bound() + Duration::from_millis(300), "reaped after {latency:?}");
+    assert!(
+        latency <= policy.detection_bound() + Duration::from_millis(300),
+        "reaped after {latency:?}"
+    );
 
-    let err = call.await.unwrap().expect_err("the call fails with the death");
+    let err = call
+        .await
+        .unwrap()
+        .expect_err("the call fails with the death");
     let dead = DeadPeer::find(&*err).expect("a DeadPeer");
     assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
     assert_eq!(events.with_message("dead peer detected").len(), 1);

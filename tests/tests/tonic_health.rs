@@ -1,6 +1,8 @@
 //! tonic through KeepaliveLayer: a health check in flight to a vanished server fails within the
 //! bound, and DeadPeer::find recovers the verdict from the tonic Status.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,18 +17,14 @@ use tower_layer::Layer;
 
 #[tokio::test(flavor = "current_thread")]
 async fn health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout() {
-    let Some(lab) = lab_or_skip("health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout") else {
+    let Some(lab) =
+        lab_or_skip("health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_timeout")
+    else {
         return;
     };
     let policy: KeepalivePolicy = "1:1:3".parse().unwrap();
     let addr = SocketAddr::new(lab.server_addr(), 7701);
-    let listener = lab.server().tokio_listener(addr).unwrap();
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let incoming = futures_util::stream::unfold(listener, |l| async move {
-        let conn = l.accept().await.map(|(s, _)| s);
-        Some((conn, l))
-    });
-    tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming));
+    common::start_tonic_health(&lab, addr);
 
     let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
     let channel = {
@@ -35,7 +33,12 @@ async fn health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_tim
         endpoint.connect_with_connector(connector).await.unwrap()
     };
     let mut client = HealthClient::new(channel);
-    let ok = client.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let ok = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     assert_eq!(ok.into_inner().status, 1, "SERVING");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -43,7 +46,9 @@ async fn health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_tim
     let start = Instant::now();
     let status = tokio::time::timeout(
         policy.detection_bound() + Duration::from_secs(5),
-        client.check(HealthCheckRequest { service: String::new() }),
+        client.check(HealthCheckRequest {
+            service: String::new(),
+        }),
     )
     .await
     .expect("the call failed in time")
@@ -51,5 +56,8 @@ async fn health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_tim
     let elapsed = start.elapsed();
     let dead = DeadPeer::find(&status).unwrap_or_else(|| panic!("no DeadPeer in {status:?}"));
     assert_eq!(dead.cause(), Cause::RetransmitTimeout, "{dead}");
-    assert!(elapsed <= policy.detection_bound() + Duration::from_millis(300), "failed after {elapsed:?}");
+    assert!(
+        elapsed <= policy.detection_bound() + Duration::from_millis(300),
+        "failed after {elapsed:?}"
+    );
 }
