@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+mod demo;
 mod error;
 mod kernel;
 mod output;
@@ -32,6 +33,7 @@ Examples:
   deadpeer check example.com:443 --policy fast     apply a policy to a live connection and read it back
   deadpeer plan --detect-within 30s                a policy, as nginx, HAProxy and sysctl settings
   deadpeer plan --idle-timeout 350s                stay open through an AWS NLB
+  sudo deadpeer demo                               watch three zombie connections get caught (about 15 s)
 
 Exit status: 0 ok, 1 runtime failure, 2 bad input.";
 
@@ -57,6 +59,8 @@ enum Command {
     Check(check::Args),
     /// Choose a policy from a goal and print it for deadpeer, nginx, HAProxy and sysctl.
     Plan(plan::Args),
+    /// Watch three zombie connections get caught, live, in a network-namespace lab (needs root).
+    Demo(demo::Args),
 }
 
 impl Command {
@@ -65,6 +69,7 @@ impl Command {
             Command::Kernel(args) => kernel::run(args, out),
             Command::Check(args) => check::run(args, out),
             Command::Plan(args) => plan::run(args, out),
+            Command::Demo(args) => demo::run(args, out),
         }
     }
 }
