@@ -329,9 +329,15 @@ fn secs(text: &str) -> Option<Duration> {
 impl Error for DeadPeer {}
 
 impl From<DeadPeer> for io::Error {
-    /// An `io::Error` of the cause's [kind](Cause::io_error_kind) that carries the `DeadPeer`.
+    /// An `io::Error` that carries the `DeadPeer`, of the kind the OS error has
+    /// (`NetworkUnreachable` for `ENETUNREACH`), or else of the cause's
+    /// [kind](Cause::io_error_kind).
     fn from(dead: DeadPeer) -> Self {
-        io::Error::new(dead.cause().io_error_kind(), dead)
+        let kind = match dead.raw_os_error() {
+            Some(errno) => io::Error::from_raw_os_error(errno).kind(),
+            None => dead.cause().io_error_kind(),
+        };
+        io::Error::new(kind, dead)
     }
 }
 
@@ -349,6 +355,23 @@ mod tests {
             Some(KeepalivePolicy::FAST),
             Some(libc::ECONNRESET),
         )
+    }
+
+    #[test]
+    fn network_unreachable_keeps_its_kind() {
+        let dead = DeadPeer::new(
+            Cause::Unreachable,
+            None,
+            None,
+            Duration::ZERO,
+            None,
+            None,
+            Some(libc::ENETUNREACH),
+        );
+        assert_eq!(
+            io::Error::from(dead).kind(),
+            io::ErrorKind::NetworkUnreachable
+        );
     }
 
     #[test]
