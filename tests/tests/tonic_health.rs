@@ -61,3 +61,54 @@ async fn health_check_in_flight_to_a_blackholed_server_fails_with_retransmit_tim
         "failed after {elapsed:?}"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn tonic_server_on_a_keepalive_listener_sees_its_client_die() {
+    let Some(lab) = lab_or_skip("tonic_server_on_a_keepalive_listener_sees_its_client_die") else {
+        return;
+    };
+    let (events, _guard) = deadpeer_testkit::events::capture();
+    let policy: KeepalivePolicy = "1:1:3".parse().unwrap();
+    let addr = SocketAddr::new(lab.server_addr(), 7702);
+    let listener =
+        deadpeer::TcpListenerExt::keepalive(lab.server().tokio_listener(addr).unwrap(), policy)
+            .unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(listener.incoming()),
+    );
+
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let channel = {
+        let _inside = lab.client().enter().unwrap();
+        endpoint.connect().await.unwrap()
+    };
+    let mut client = HealthClient::new(channel);
+    assert_eq!(
+        client
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let start = Instant::now();
+    lab.blackhole().unwrap();
+    let deadline = start + policy.detection_bound() + Duration::from_secs(3);
+    while events.with_message("dead peer detected").is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let detected = events.with_message("dead peer detected");
+    assert_eq!(detected.len(), 1, "{:#?}", events.all());
+    assert_eq!(detected[0].fields["cause"], "keepalive_timeout");
+    assert!(
+        start.elapsed() <= policy.detection_bound() + Duration::from_millis(300),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -83,6 +83,7 @@ fn policies() -> [KeepalivePolicy; 3] {
 struct Sample {
     deadpeer: Option<Duration>,
     deadpeer_cause: Option<Cause>,
+    deadpeer_errno: Option<i32>,
     raw: Option<Duration>,
     raw_errno: Option<i32>,
 }
@@ -203,7 +204,11 @@ async fn one_run(labs: &[(Fault, Lab)], results: Results) {
                 let liveness = dp.liveness();
                 let dp_fut = async {
                     let d = tokio::time::timeout(limit, liveness.dead()).await.ok();
-                    (d.as_ref().map(|_| t_dp.elapsed()), d.map(|d| d.cause()))
+                    (
+                        d.as_ref().map(|_| t_dp.elapsed()),
+                        d.as_ref().map(|d| d.cause()),
+                        d.and_then(|d| d.raw_os_error()),
+                    )
                 };
                 let raw_fut = async {
                     let mut b = [0u8; 16];
@@ -212,13 +217,14 @@ async fn one_run(labs: &[(Fault, Lab)], results: Results) {
                         _ => (None, None),
                     }
                 };
-                let ((deadpeer, deadpeer_cause), (raw_t, raw_errno)) =
+                let ((deadpeer, deadpeer_cause, deadpeer_errno), (raw_t, raw_errno)) =
                     tokio::join!(dp_fut, raw_fut);
                 results.lock().unwrap().insert(
                     (fault, i),
                     Sample {
                         deadpeer,
                         deadpeer_cause,
+                        deadpeer_errno,
                         raw: raw_t,
                         raw_errno,
                     },
@@ -285,9 +291,9 @@ fn main() {
     let ps = policies();
     println!("\n## detection latency ({runs} runs; ms; median [min, max])");
     println!(
-        "| cause | policy (idle/intvl/probes, UT) | bound | expected kernel event | raw read − expected | deadpeer dead() − expected | deadpeer − bound | deadpeer − raw (same lab, same moment) | causes seen (deadpeer) | raw errno |"
+        "| cause | policy (idle/intvl/probes, UT) | bound | expected kernel event | raw read − expected | deadpeer dead() − expected | deadpeer − bound | deadpeer − raw (same lab, same moment) | causes seen (deadpeer) | deadpeer errno | raw errno |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for ((fault, i), samples) in &all {
         let p = &ps[*i];
         let exp = fault.expected(p).as_secs_f64();
@@ -323,6 +329,12 @@ fn main() {
                 .map_or("none".to_string(), |c| c.as_str().to_string());
             *causes.entry(c).or_default() += 1;
         }
+        let mut dp_errnos: BTreeMap<String, usize> = BTreeMap::new();
+        for s in samples {
+            *dp_errnos
+                .entry(s.deadpeer_errno.map_or("none".into(), |e| e.to_string()))
+                .or_default() += 1;
+        }
         let mut errnos: BTreeMap<String, usize> = BTreeMap::new();
         for s in samples {
             *errnos
@@ -339,7 +351,7 @@ fn main() {
             .effective_user_timeout()
             .map_or("off".into(), |d| format!("{:.1}s", d.as_secs_f64()));
         println!(
-            "| {} | {}/{}/{}, {} | {:.0} s | {:.0} s | {} | {} | {} | {} | {} (want {}) | {} |",
+            "| {} | {}/{}/{}, {} | {:.0} s | {:.0} s | {} | {} | {} | {} | {} (want {}) | {} | {} |",
             fault.name(),
             p.idle().as_secs(),
             p.interval().as_secs(),
@@ -353,6 +365,7 @@ fn main() {
             stat(&mut diff, 0.0),
             fmt_counts(&causes),
             fault.cause().as_str(),
+            fmt_counts(&dp_errnos),
             fmt_counts(&errnos),
         );
     }

@@ -8,10 +8,11 @@
 //! - `LOAD_HEAP_CONNS=2000` connections for the heap measurement.
 //!
 //! Each idle connection costs three descriptors (client, accepted stream, and the duplicate that
-//! `Liveness` watches), so the harness raises `RLIMIT_NOFILE` itself (with `nix`); without
-//! `CAP_SYS_RESOURCE` it can only raise the soft limit to the hard one, and then runs as many
-//! connections as fit and says so. Client sockets are spread over 127.0.0.2–127.0.0.9 (bind before
-//! connect) so that the ephemeral port range (about 28 000 ports per source address) is no limit.
+//! `Liveness` watches). The harness raises `RLIMIT_NOFILE` (with `nix`) as far as it may, and
+//! spreads the connections over shard processes (this binary, re-executed with `LOAD_ROLE`) so
+//! that each process stays under its limit even without `CAP_SYS_RESOURCE`. Client sockets bind
+//! to 127.1.SHARD.2–9 before connecting, so the ephemeral port range (about 28 000 ports per
+//! source address) is no limit either.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
@@ -185,10 +186,9 @@ fn raise_nofile(want: u64) -> u64 {
     getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit").0
 }
 
-/// A blocking client socket from 127.0.0.(2 + i mod 8), connected to `server`.
-fn client(i: usize, server: SocketAddr) -> std::io::Result<Socket> {
+/// A blocking client socket from `src`, connected to `server`.
+fn client(src: Ipv4Addr, server: SocketAddr) -> std::io::Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-    let src = Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8);
     s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))?;
     s.connect(&SockAddr::from(server))?;
     Ok(s)
@@ -234,6 +234,15 @@ fn heap(n: usize) {
         })
         .await;
         drop((wd, wl));
+
+        // Grow the runtime's internal tables once, unmeasured, with a raw batch of the same size.
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(raw_addr).unwrap())
+            .collect();
+        let mut held_raw = Vec::with_capacity(n);
+        accept_raw(&raw, n, &mut held_raw).await;
+        drop(held_raw);
+        drop(clients);
 
         // Raw tokio stream.
         let clients: Vec<_> = (0..n)
@@ -339,22 +348,118 @@ fn heap(n: usize) {
 
 // ---- idle --------------------------------------------------------------------------------------
 
+/// Runs `want` idle connections, each with a pending `dead()`, for a window of `secs`.
+///
+/// The connections are spread over shard processes (this binary again, with `LOAD_ROLE`): each
+/// server shard accepts its share and holds, per connection, the accepted stream and the
+/// watcher's duplicate (2 descriptors); a client process per shard holds the client sockets. So
+/// only 2 × (share) descriptors must fit under one process's `RLIMIT_NOFILE`, which the harness
+/// first tries to raise. Wakeups and CPU are summed over the server shards, whose numbers are
+/// the ones that matter; the clients are plain blocking sockets that nothing polls.
 fn idle(want: usize, secs: u64) {
-    let need = 3 * want as u64 + 1024;
-    let limit = raise_nofile(need);
-    let n = if limit >= need {
-        want
-    } else {
-        ((limit.saturating_sub(1024)) / 3) as usize
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    let limit = raise_nofile(2 * want as u64 + 1024);
+    let per_shard = ((limit.saturating_sub(1024)) / 2).clamp(1, 8000) as usize;
+    let shards = want.div_ceil(per_shard);
+    println!(
+        "\n## idle: {want} connections, RLIMIT_NOFILE {limit}, {shards} server shard process(es) \
+         of ≤ {per_shard} connections, one client process each"
+    );
+    let exe = std::env::current_exe().expect("current exe");
+    let spawn = |role: &str, n: usize, shard: usize, addr: Option<SocketAddr>| {
+        let mut c = Command::new(&exe);
+        c.env("LOAD_ROLE", role)
+            .env("LOAD_SHARD_N", n.to_string())
+            .env("LOAD_SHARD", shard.to_string())
+            .env("LOAD_SECS", secs.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(a) = addr {
+            c.env("LOAD_ADDR", a.to_string());
+        }
+        let mut child = c.spawn().expect("spawn shard");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        (child, out)
     };
-    println!("\n## idle: {want} connections requested, RLIMIT_NOFILE {limit}");
-    if n < want {
-        println!(
-            "only {n} connections fit: each needs 3 descriptors (client, accepted, watcher \
-             duplicate) and the hard limit cannot be raised without CAP_SYS_RESOURCE \
-             (run with `ulimit -n {need}` as root)"
-        );
+    let line = |r: &mut BufReader<std::process::ChildStdout>| {
+        let mut s = String::new();
+        r.read_line(&mut s).expect("read shard");
+        s.trim().to_string()
+    };
+    let start = Instant::now();
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    let mut left = want;
+    for shard in 0..shards {
+        let n = left.min(per_shard);
+        left -= n;
+        let (mut child, mut out) = spawn("server", n, shard, None);
+        let addr: SocketAddr = line(&mut out)
+            .strip_prefix("ADDR ")
+            .expect("ADDR line")
+            .parse()
+            .expect("address");
+        let (c, mut cout) = spawn("client", n, shard, Some(addr));
+        assert_eq!(line(&mut cout), "READY", "client shard {shard}");
+        assert_eq!(line(&mut out), "READY", "server shard {shard}");
+        let _ = child.stdin.as_mut().map(|s| s.flush());
+        servers.push((child, out, n));
+        clients.push((c, cout));
     }
+    let setup = start.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    for (child, _, _) in &mut servers {
+        writeln!(child.stdin.as_mut().expect("stdin"), "GO").expect("GO");
+    }
+    let (mut polls, mut switches, mut cpu_us, mut fds, mut rss, mut pending, mut window) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0f64);
+    for (_, out, _) in &mut servers {
+        let l = line(out);
+        let v: Vec<f64> = l
+            .strip_prefix("RESULT ")
+            .unwrap_or_else(|| panic!("bad shard line {l:?}"))
+            .split_whitespace()
+            .map(|x| x.parse().expect("number"))
+            .collect();
+        polls += v[0] as u64;
+        switches += v[1] as u64;
+        cpu_us += v[2] as u64;
+        fds += v[3] as u64;
+        rss += v[4] as u64;
+        pending += v[5] as u64;
+        window = window.max(v[6]);
+    }
+    println!(
+        "| connections | pending dead() | window | wakeups (polls after the first) | runtime thread context switches | server CPU (user+sys) | CPU / s | server fds | server RSS | setup |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {want} | {pending} | {window:.2} s | {polls} | {switches} | {:.1} ms | {:.3} ms/s | {fds} | {} MiB | {:.1} s |",
+        cpu_us as f64 / 1e3,
+        cpu_us as f64 / 1e3 / window,
+        rss / 1024,
+        setup.as_secs_f64()
+    );
+    // Closing the pipes ends every shard; the kernel closes their sockets.
+    for (mut child, _, _) in servers {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+    for (mut child, _) in clients {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+}
+
+/// A server shard: accepts `LOAD_SHARD_N` connections, a pending `dead()` on each, then measures
+/// one window when told `GO` on stdin.
+fn server_shard() {
+    use std::io::BufRead;
+    let n: usize = env_list("LOAD_SHARD_N", &[0])[0];
+    let secs = env_list("LOAD_SECS", &[10])[0] as u64;
+    raise_nofile(2 * n as u64 + 1024);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("load-worker")
@@ -364,14 +469,10 @@ fn idle(want: usize, secs: u64) {
     let accepted = Arc::new(AtomicUsize::new(0));
     let held: Arc<Mutex<Vec<KeepaliveStream<TcpStream>>>> =
         Arc::new(Mutex::new(Vec::with_capacity(n)));
-    let (first0, later0) = (
-        FIRST_POLLS.load(Ordering::SeqCst),
-        LATER_POLLS.load(Ordering::SeqCst),
-    );
-    let addr = {
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
         let accepted = Arc::clone(&accepted);
         let held = Arc::clone(&held);
-        let (tx, rx) = std::sync::mpsc::channel();
         rt.spawn(async move {
             let l = listener().keepalive(POLICY).expect("keepalive listener");
             tx.send(l.local_addr().unwrap()).unwrap();
@@ -386,71 +487,65 @@ fn idle(want: usize, secs: u64) {
                 accepted.fetch_add(1, Ordering::Release);
             }
         });
-        rx.recv().expect("listener address")
-    };
-
-    let start = Instant::now();
-    let mut clients = Vec::with_capacity(n);
-    for i in 0..n {
-        while i > accepted.load(Ordering::Acquire) + 3000 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        match client(i, addr) {
-            Ok(c) => clients.push(c),
-            Err(e) => {
-                println!("connect {i} failed: {e}; stopping at {i} connections");
-                break;
-            }
-        }
     }
-    let n = clients.len();
-    while accepted.load(Ordering::Acquire) < n || FIRST_POLLS.load(Ordering::SeqCst) - first0 < n {
+    println!("ADDR {}", rx.recv().expect("listener address"));
+    while accepted.load(Ordering::Acquire) < n || FIRST_POLLS.load(Ordering::SeqCst) < n {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let setup = start.elapsed();
-    std::thread::sleep(Duration::from_secs(1));
-
+    println!("READY");
+    let mut stdin = std::io::stdin().lock();
+    let mut go = String::new();
+    stdin.read_line(&mut go).expect("GO");
     let (later1, cpu1, sw1) = (LATER_POLLS.load(Ordering::SeqCst), cpu(), worker_switches());
     let t1 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let (later2, cpu2, sw2) = (LATER_POLLS.load(Ordering::SeqCst), cpu(), worker_switches());
     let window = t1.elapsed();
-    let fds = open_fds();
-    let rss = status_field("/proc/self/status", "VmRSS:");
-
     println!(
-        "| connections | pending dead() | window | wakeups (polls after the first) | runtime thread context switches | process CPU (user+sys) | CPU / s | open fds | RSS | setup |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    println!(
-        "| {n} | {} | {:.2} s | {} | {} | {:.1} ms | {:.3} ms/s | {fds} | {} MiB | {:.1} s |",
-        FIRST_POLLS.load(Ordering::SeqCst) - first0,
-        window.as_secs_f64(),
+        "RESULT {} {} {} {} {} {} {:.3}",
         later2 - later1,
         sw2 - sw1,
-        (cpu2 - cpu1).as_secs_f64() * 1e3,
-        (cpu2 - cpu1).as_secs_f64() * 1e3 / window.as_secs_f64(),
-        rss / 1024,
-        setup.as_secs_f64()
+        (cpu2 - cpu1).as_micros(),
+        open_fds(),
+        status_field("/proc/self/status", "VmRSS:"),
+        FIRST_POLLS.load(Ordering::SeqCst),
+        window.as_secs_f64()
     );
-    println!(
-        "(wakeups during setup and settling, before the window: {})",
-        later1 - later0
-    );
+    let mut rest = String::new();
+    while stdin.read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {}
+    // Exit without tearing down 'held' one by one: the kernel closes everything.
+    std::process::exit(0);
+}
 
-    // Tear down without waking the watchers: the runtime (and its tasks) first, then the
-    // accepted streams, then the clients, with RST so nothing lingers in TIME_WAIT.
-    rt.shutdown_timeout(Duration::from_secs(5));
-    for s in held.lock().unwrap().drain(..) {
-        let _ = socket2::SockRef::from(s.get_ref()).set_linger(Some(Duration::ZERO));
-        drop(s);
+/// A client shard: `LOAD_SHARD_N` blocking sockets to `LOAD_ADDR`, from 127.1.SHARD.2–9, held
+/// until stdin closes.
+fn client_shard() {
+    use std::io::Read;
+    let n: usize = env_list("LOAD_SHARD_N", &[0])[0];
+    let shard = env_list("LOAD_SHARD", &[0])[0];
+    let addr: SocketAddr = std::env::var("LOAD_ADDR")
+        .expect("LOAD_ADDR")
+        .parse()
+        .expect("address");
+    raise_nofile(n as u64 + 1024);
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let src = Ipv4Addr::new(127, 1, shard as u8, 2 + (i % 8) as u8);
+        let s = client(src, addr).unwrap_or_else(|e| panic!("connect {i} from {src}: {e}"));
+        held.push(s);
     }
-    for c in clients {
-        let _ = c.set_linger(Some(Duration::ZERO));
-    }
+    println!("READY");
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    std::process::exit(0);
 }
 
 fn main() {
+    match std::env::var("LOAD_ROLE").as_deref() {
+        Ok("server") => return server_shard(),
+        Ok("client") => return client_shard(),
+        _ => {}
+    }
     if wanted("heap") {
         let n = env_list("LOAD_HEAP_CONNS", &[2000])[0];
         heap(n);

@@ -14,6 +14,7 @@
 //! | `tracing` | yes | the events listed in the guide (no subscriber is installed) |
 //! | `axum` | no | `axum::serve::Listener` for [`KeepaliveListener`] |
 //! | `hyper` | no | hyper's `rt::Read`/`rt::Write` and hyper-util's `Connection` on wrapped connections |
+//! | `tonic` | no | tonic's `Connected` for [`KeepaliveStream`] and [`KeepaliveListener::incoming`] for `serve_with_incoming` |
 //! | `serde` | no | `Serialize`/`Deserialize` for [`KeepalivePolicy`] and [`UserTimeout`] |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -46,6 +47,11 @@ pub use stream::{AsTcpStream, KeepaliveStream, TcpStreamExt, connect};
 
 #[cfg(feature = "axum")]
 mod axum_impl;
+#[cfg(feature = "tonic")]
+mod tonic_impl;
+
+#[cfg(feature = "tonic")]
+pub use tonic_impl::Incoming;
 #[cfg(feature = "hyper")]
 mod hyper_impl;
 #[cfg(feature = "tower")]

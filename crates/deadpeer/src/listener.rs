@@ -130,6 +130,28 @@ impl KeepaliveListener {
     /// connection is lost.
     pub async fn accept(&self) -> io::Result<(KeepaliveStream<TcpStream>, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
+        self.finish_accept(stream, peer)
+    }
+
+    /// Polls to accept a connection, for `Stream` adapters and hand-written futures.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Self::accept).
+    pub fn poll_accept(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<(KeepaliveStream<TcpStream>, SocketAddr)>> {
+        self.inner
+            .poll_accept(cx)
+            .map(|r| r.and_then(|(stream, peer)| self.finish_accept(stream, peer)))
+    }
+
+    fn finish_accept(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> io::Result<(KeepaliveStream<TcpStream>, SocketAddr)> {
         self.prepare(&stream, peer)?;
         let local = self.fixed_local.or_else(|| stream.local_addr().ok());
         Ok((
