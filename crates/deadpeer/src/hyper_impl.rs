@@ -9,10 +9,9 @@ use std::task::{Context, Poll, ready};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 
-use crate::liveness::Shared;
-use crate::stream::{AsTcpStream, KeepaliveStream};
+use crate::stream::{AsTcpStream, KeepaliveStream, Latch};
 
-fn map<S: AsTcpStream>(io: Pin<&mut S>, shared: &Shared, e: io::Error) -> io::Error {
+fn map<S: AsTcpStream>(io: Pin<&mut S>, shared: &Latch, e: io::Error) -> io::Error {
     shared.map_error(io.as_ref().get_ref().as_tcp_stream(), e)
 }
 

@@ -61,10 +61,31 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     notify: Notify,
     watch: Mutex<Watch>,
-    peer_addr: Option<SocketAddr>,
-    local_addr: Option<SocketAddr>,
-    policy: Option<KeepalivePolicy>,
-    since: Instant,
+    meta: Meta,
+}
+
+/// What a death report says about its connection, captured when the stream is wrapped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Meta {
+    pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) policy: Option<KeepalivePolicy>,
+    pub(crate) since: Instant,
+}
+
+impl Meta {
+    pub(crate) fn new(
+        peer_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+        policy: Option<KeepalivePolicy>,
+    ) -> Self {
+        Self {
+            peer_addr,
+            local_addr,
+            policy,
+            since: Instant::now(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,11 +94,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        policy: Option<KeepalivePolicy>,
-    ) -> Self {
+    pub(crate) fn new(meta: Meta) -> Self {
         Self {
             latch: OnceLock::new(),
             classify: Mutex::new(()),
@@ -85,23 +102,8 @@ impl Shared {
             closed: AtomicBool::new(false),
             notify: Notify::new(),
             watch: Mutex::new(Watch::Unset),
-            peer_addr,
-            local_addr,
-            policy,
-            since: Instant::now(),
+            meta,
         }
-    }
-
-    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer_addr
-    }
-
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
-        self.local_addr
-    }
-
-    pub(crate) fn policy(&self) -> Option<&KeepalivePolicy> {
-        self.policy.as_ref()
     }
 
     /// The latched death, if any: one atomic load, for the hot path.
@@ -158,11 +160,11 @@ impl Shared {
         let cause = sys::classify(errno, info.as_ref())?;
         let dead = DeadPeer::new(
             cause,
-            self.peer_addr,
-            self.local_addr,
-            self.since.elapsed(),
+            self.meta.peer_addr,
+            self.meta.local_addr,
+            self.meta.since.elapsed(),
             info.map(|i| i.last_data_recv),
-            self.policy,
+            self.meta.policy,
             Some(errno),
         );
         let dead = self.latch.get_or_init(|| dead).clone();
@@ -339,14 +341,14 @@ impl Liveness {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.shared.peer_addr()
+        self.shared.meta.peer_addr
     }
 }
 
 impl fmt::Debug for Liveness {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Liveness")
-            .field("peer_addr", &self.shared.peer_addr)
+            .field("peer_addr", &self.shared.meta.peer_addr)
             .field("state", &self.shared.state())
             .finish()
     }

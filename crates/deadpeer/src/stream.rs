@@ -5,13 +5,13 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 
-use crate::liveness::{Liveness, Shared};
+use crate::liveness::{Liveness, Meta, Shared};
 use crate::policy::KeepalivePolicy;
 use crate::sys::{self, SocketKeepalive, TcpInfo};
 use crate::{DeadPeer, trace};
@@ -45,12 +45,44 @@ impl<T: AsTcpStream> AsTcpStream for hyper_util::rt::TokioIo<T> {
     }
 }
 
-/// Marks the shared state closed when the stream goes away, so `Liveness` lets go of the socket.
-struct Closer(Arc<Shared>);
+/// The stream's side of the latch: what a death report needs, and the state shared with
+/// `Liveness` handles, created on the first `liveness()` or error so that wrapping a connection
+/// allocates nothing. Dropping it marks the shared state closed, so `Liveness` lets go of the
+/// socket.
+pub(crate) struct Latch {
+    meta: Meta,
+    shared: OnceLock<Arc<Shared>>,
+}
 
-impl Drop for Closer {
+impl Latch {
+    fn shared(&self) -> &Arc<Shared> {
+        self.shared.get_or_init(|| Arc::new(Shared::new(self.meta)))
+    }
+
+    /// The latched death, if any: two loads, for the hot path.
+    #[inline]
+    pub(crate) fn latched(&self) -> Option<&DeadPeer> {
+        self.shared.get()?.latched()
+    }
+
+    /// See [`Shared::latched_after_read`]; without a `Liveness` nobody else can have taken the
+    /// error.
+    #[inline]
+    pub(crate) fn latched_after_read(&self) -> Option<&DeadPeer> {
+        self.shared.get()?.latched_after_read()
+    }
+
+    /// See [`Shared::map_error`].
+    pub(crate) fn map_error(&self, socket: &TcpStream, err: io::Error) -> io::Error {
+        self.shared().map_error(socket, err)
+    }
+}
+
+impl Drop for Latch {
     fn drop(&mut self) {
-        self.0.close();
+        if let Some(shared) = self.shared.get() {
+            shared.close();
+        }
     }
 }
 
@@ -88,7 +120,7 @@ pin_project_lite::pin_project! {
     pub struct KeepaliveStream<S> {
         #[pin]
         io: S,
-        closer: Closer,
+        latch: Latch,
     }
 }
 
@@ -123,7 +155,10 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     ) -> Self {
         Self {
             io,
-            closer: Closer(Arc::new(Shared::new(peer, local, policy))),
+            latch: Latch {
+                meta: Meta::new(peer, local, policy),
+                shared: OnceLock::new(),
+            },
         }
     }
 
@@ -133,8 +168,9 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     /// The first call duplicates the socket's descriptor for the watcher (one `fcntl`); the
     /// duplicate is closed when the stream is dropped.
     pub fn liveness(&self) -> Liveness {
-        self.closer.0.prepare_watch(self.io.as_tcp_stream());
-        Liveness::new(Arc::clone(&self.closer.0))
+        let shared = self.latch.shared();
+        shared.prepare_watch(self.io.as_tcp_stream());
+        Liveness::new(Arc::clone(shared))
     }
 
     /// The peer's address, captured when the stream was wrapped.
@@ -143,9 +179,9 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     ///
     /// When it could not be read then (the connection was already gone).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.closer
-            .0
-            .peer_addr()
+        self.latch
+            .meta
+            .peer_addr
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
@@ -155,20 +191,20 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     ///
     /// When it could not be read then.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.closer
-            .0
-            .local_addr()
+        self.latch
+            .meta
+            .local_addr
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 
     /// The policy this stream was set up with, if deadpeer applied or verified one.
     pub fn policy(&self) -> Option<&KeepalivePolicy> {
-        self.closer.0.policy()
+        self.latch.meta.policy.as_ref()
     }
 
     /// The latched death, if one has been seen.
     pub fn dead_peer(&self) -> Option<&DeadPeer> {
-        self.closer.0.latched()
+        self.latch.latched()
     }
 
     /// The keepalive options in effect on the socket, read back from the kernel.
@@ -208,9 +244,9 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
 
 impl<S> KeepaliveStream<S> {
     #[cfg_attr(not(feature = "hyper"), allow(dead_code))]
-    pub(crate) fn io_pin_mut(self: Pin<&mut Self>) -> (Pin<&mut S>, &Shared) {
+    pub(crate) fn io_pin_mut(self: Pin<&mut Self>) -> (Pin<&mut S>, &Latch) {
         let this = self.project();
-        (this.io, &this.closer.0)
+        (this.io, this.latch)
     }
 
     /// The wrapped connection.
@@ -245,8 +281,11 @@ impl<S: fmt::Debug> fmt::Debug for KeepaliveStream<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeepaliveStream")
             .field("io", &self.io)
-            .field("policy", &self.closer.0.policy().map(|p| p.to_string()))
-            .field("dead_peer", &self.closer.0.latched())
+            .field(
+                "policy",
+                &self.latch.meta.policy.as_ref().map(|p| p.to_string()),
+            )
+            .field("dead_peer", &self.latch.latched())
             .finish()
     }
 }
@@ -258,7 +297,7 @@ impl<S: AsyncRead + AsTcpStream> AsyncRead for KeepaliveStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut this = self.project();
-        let shared = &this.closer.0;
+        let shared = &*this.latch;
         if let Some(dead) = shared.latched() {
             return Poll::Ready(Err(dead.clone().into()));
         }
@@ -286,8 +325,7 @@ impl<S: AsyncWrite + AsTcpStream> KeepaliveStream<S> {
             Poll::Ready(Err(e)) => {
                 let this = self.project();
                 Poll::Ready(Err(this
-                    .closer
-                    .0
+                    .latch
                     .map_error(this.io.as_ref().get_ref().as_tcp_stream(), e)))
             }
             other => other,
@@ -301,7 +339,7 @@ impl<S: AsyncWrite + AsTcpStream> AsyncWrite for KeepaliveStream<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(dead) = self.closer.0.latched() {
+        if let Some(dead) = self.latch.latched() {
             return Poll::Ready(Err(dead.clone().into()));
         }
         let r = self.as_mut().project().io.poll_write(cx, buf);
@@ -313,7 +351,7 @@ impl<S: AsyncWrite + AsTcpStream> AsyncWrite for KeepaliveStream<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let Some(dead) = self.closer.0.latched() {
+        if let Some(dead) = self.latch.latched() {
             return Poll::Ready(Err(dead.clone().into()));
         }
         let r = self.as_mut().project().io.poll_write_vectored(cx, bufs);
