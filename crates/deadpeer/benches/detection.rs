@@ -160,18 +160,17 @@ async fn one_run(labs: &[(Fault, Lab)], results: Results) {
     let mut tasks = Vec::new();
     // Fault injection: everything at (nearly) the same moment, right after the exchanges.
     for (fault, lab, pairs) in setups {
-        let t0;
-        match fault {
+        let t0 = match fault {
             Fault::Keepalive | Fault::Retransmit => {
                 lab.blackhole().expect("blackhole");
-                t0 = Instant::now();
+                Instant::now()
             }
             Fault::Unreachable => {
                 lab.unreachable().expect("unreachable");
-                t0 = Instant::now();
+                Instant::now()
             }
-            Fault::Reset => t0 = Instant::now(),
-        }
+            Fault::Reset => Instant::now(),
+        };
         for (i, pair) in pairs.into_iter().enumerate() {
             let Pair {
                 policy,

@@ -8,20 +8,22 @@
 //! `cargo bench -p deadpeer --bench paired` (`PAIRED_ROUNDS=N` to change the 40 rounds;
 //! `PAIRED_ONLY=accept,connect,echo,rtt` to pick workloads).
 
+// Each batch borrows the clients inside its own `block_on` on one thread: no other borrow can
+// happen while the borrow is held across an await.
+#![allow(clippy::await_holding_refcell_ref)]
+
 mod common;
 
 use std::time::{Duration, Instant};
+
+/// A batch runner: runs one batch and returns its time and how many operations it did.
+type Batch<'a> = &'a mut dyn FnMut() -> (Duration, u64);
 
 use common::{AcceptBench, AcceptKind, BLOCK, Clients, Server};
 
 /// Runs `rounds` rounds of `variants` (name, batch runner returning (time, ops)) and prints the
 /// table. The first variant is the baseline.
-fn paired(
-    title: &str,
-    unit: &str,
-    rounds: usize,
-    variants: &mut [(&str, &mut dyn FnMut() -> (Duration, u64))],
-) {
+fn paired(title: &str, unit: &str, rounds: usize, variants: &mut [(&str, Batch<'_>)]) {
     let k = variants.len();
     // Warm-up round, discarded.
     for (_, run) in variants.iter_mut() {
