@@ -86,6 +86,12 @@ fn main() {
             )
         };
         let mut c = || (rt.block_on(bench.batch(AcceptKind::Deadpeer, n)), n as u64);
+        let mut d = || {
+            (
+                rt.block_on(bench.batch(AcceptKind::RawInherited, n)),
+                n as u64,
+            )
+        };
         paired(
             "accept of a queued loopback connection (server side only)",
             "ns/accept",
@@ -94,6 +100,7 @@ fn main() {
                 (AcceptKind::Raw.name(), &mut a),
                 (AcceptKind::HandWritten.name(), &mut b),
                 (AcceptKind::Deadpeer.name(), &mut c),
+                (AcceptKind::RawInherited.name(), &mut d),
             ],
         );
     }

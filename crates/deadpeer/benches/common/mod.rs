@@ -59,6 +59,9 @@ pub fn hand_written_keepalive(stream: &TcpStream) -> io::Result<()> {
 /// The three accept loops, each with its own listener.
 pub struct AcceptBench {
     pub raw: TcpListener,
+    /// A raw tokio listener with the policy set on it: accepted sockets inherit keepalive, so the
+    /// kernel arms a keepalive timer per connection, but no deadpeer code runs per accept.
+    pub raw_inherited: TcpListener,
     pub hand: TcpListener,
     pub deadpeer: KeepaliveListener,
 }
@@ -66,13 +69,15 @@ pub struct AcceptBench {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptKind {
     Raw,
+    RawInherited,
     HandWritten,
     Deadpeer,
 }
 
 impl AcceptKind {
-    pub const ALL: [AcceptKind; 3] = [
+    pub const ALL: [AcceptKind; 4] = [
         AcceptKind::Raw,
+        AcceptKind::RawInherited,
         AcceptKind::HandWritten,
         AcceptKind::Deadpeer,
     ];
@@ -80,6 +85,7 @@ impl AcceptKind {
     pub fn name(self) -> &'static str {
         match self {
             AcceptKind::Raw => "raw_tokio",
+            AcceptKind::RawInherited => "raw_tokio_inherited_keepalive",
             AcceptKind::HandWritten => "hand_written_socket2",
             AcceptKind::Deadpeer => "keepalive_listener",
         }
@@ -91,6 +97,11 @@ impl AcceptBench {
     pub fn new() -> Self {
         AcceptBench {
             raw: listener(),
+            raw_inherited: {
+                let l = listener();
+                deadpeer::apply(&l, &POLICY).expect("policy on the listener");
+                l
+            },
             hand: listener(),
             deadpeer: listener().keepalive(POLICY).expect("keepalive listener"),
         }
@@ -99,6 +110,7 @@ impl AcceptBench {
     fn addr(&self, kind: AcceptKind) -> SocketAddr {
         match kind {
             AcceptKind::Raw => self.raw.local_addr(),
+            AcceptKind::RawInherited => self.raw_inherited.local_addr(),
             AcceptKind::HandWritten => self.hand.local_addr(),
             AcceptKind::Deadpeer => self.deadpeer.local_addr(),
         }
@@ -115,11 +127,16 @@ impl AcceptBench {
             .collect();
         let elapsed;
         match kind {
-            AcceptKind::Raw => {
+            AcceptKind::Raw | AcceptKind::RawInherited => {
+                let listener = if kind == AcceptKind::Raw {
+                    &self.raw
+                } else {
+                    &self.raw_inherited
+                };
                 let mut held = Vec::with_capacity(n);
                 let start = Instant::now();
                 for _ in 0..n {
-                    held.push(self.raw.accept().await.expect("accept"));
+                    held.push(listener.accept().await.expect("accept"));
                 }
                 elapsed = start.elapsed();
                 drop(held);
