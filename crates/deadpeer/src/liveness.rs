@@ -210,8 +210,15 @@ impl Shared {
             let Watch::Fd(fd) = std::mem::replace(&mut *watch, Watch::Unset) else {
                 return None;
             };
+            // Outside a Tokio runtime (another executor polling `dead()`) there is no reactor
+            // to register with; keep the duplicate for a later poll, and meanwhile only reads
+            // and writes see deaths.
+            if tokio::runtime::Handle::try_current().is_err() {
+                *watch = Watch::Fd(fd);
+                return None;
+            }
             // The duplicate shares the original's file description, which Tokio already made
-            // non-blocking. Registration can fail (no reactor); then only I/O sees deaths.
+            // non-blocking. If registration fails, only reads and writes see deaths.
             if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) {
                 *watch = Watch::Registered(Arc::new(stream));
             }
@@ -295,9 +302,13 @@ impl Liveness {
     /// Resolves with the [`DeadPeer`] when the kernel declares the peer dead, whether or not
     /// anything is reading or writing. Stays pending while the peer is alive.
     ///
-    /// If the stream is dropped without a death, the future stays pending forever but holds
-    /// nothing: no descriptor and no registration. Use it in a `select!`, with
-    /// `take_until`, or use [`settled`](Self::settled) in a task of its own.
+    /// If the stream is dropped without a death, the future stays pending forever. Dropping the
+    /// stream wakes it, and on that poll it releases the duplicate descriptor and its
+    /// registration, so it then holds nothing. Use it in a `select!` or with `take_until`; in a
+    /// task of its own, use [`settled`](Self::settled), which ends when the stream is dropped.
+    ///
+    /// Polled outside a Tokio runtime, it cannot watch the socket, and resolves only when a read
+    /// or write on the stream sees the death.
     ///
     /// # Cancel safety
     ///

@@ -81,3 +81,40 @@ async fn healthy_idle_connection_lives_ten_seconds_without_an_event() {
     assert!(matches!(liveness.state(), State::Alive));
     assert!(events.with_message("dead peer detected").is_empty());
 }
+
+#[test]
+fn dead_polled_outside_a_runtime_is_pending_and_does_not_panic() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, _server) = rt.block_on(async {
+        let listener =
+            deadpeer::KeepaliveListener::bind("127.0.0.1:0", deadpeer::KeepalivePolicy::FAST)
+                .await
+                .unwrap();
+        let client = deadpeer::connect(
+            listener.local_addr().unwrap(),
+            &deadpeer::KeepalivePolicy::FAST,
+        )
+        .await
+        .unwrap();
+        let server = listener.accept().await.unwrap();
+        (client, server)
+    });
+    // No runtime context on this thread: another executor polls the future.
+    let mut dead = client.liveness().dead();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(
+        std::pin::Pin::new(&mut dead).poll(&mut cx),
+        Poll::Pending
+    ));
+    drop(client);
+    assert!(matches!(
+        std::pin::Pin::new(&mut dead).poll(&mut cx),
+        Poll::Pending
+    ));
+}
