@@ -88,3 +88,62 @@ async fn reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies() {
     assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
     assert_eq!(events.with_message("dead peer detected").len(), 1);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn reap_layer_takes_keepalive_listener_streams_as_they_are() {
+    let Some(lab) = lab_or_skip("reap_layer_takes_keepalive_listener_streams_as_they_are") else {
+        return;
+    };
+    let policy: KeepalivePolicy = "1:1:3".parse().unwrap();
+    let addr = SocketAddr::new(lab.server_addr(), 7502);
+    let listener =
+        deadpeer::TcpListenerExt::keepalive(lab.server().tokio_listener(addr).unwrap(), policy)
+            .unwrap();
+    let (dropped_tx, mut dropped_rx) = mpsc::unbounded_channel();
+    // The inner service gets the listener's stream itself, not a stream wrapped twice.
+    let handler = tower::service_fn(move |stream: KeepaliveStream<TcpStream>| {
+        let guard = DropGuard(Some(dropped_tx.clone()));
+        async move {
+            let _guard = guard;
+            assert_eq!(
+                stream.policy(),
+                Some(&"1:1:3".parse::<KeepalivePolicy>().unwrap())
+            );
+            std::future::pending::<()>().await;
+            Ok::<_, Infallible>(())
+        }
+    });
+    let mut reap = ReapLayer::new(policy).layer(handler);
+
+    let _client = lab.client().tokio_connect(addr).await.unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let calls_before = deadpeer::debug_apply_calls_on_this_thread();
+    let call = tokio::spawn(reap.call(stream));
+    tokio::task::yield_now().await;
+    if cfg!(debug_assertions) {
+        assert_eq!(
+            deadpeer::debug_apply_calls_on_this_thread(),
+            calls_before,
+            "no setsockopt"
+        );
+    }
+
+    let start = Instant::now();
+    lab.blackhole().unwrap();
+    let dropped_at = tokio::time::timeout(
+        policy.detection_bound() + Duration::from_secs(3),
+        dropped_rx.recv(),
+    )
+    .await
+    .expect("handler reaped")
+    .unwrap();
+    assert!(dropped_at - start <= policy.detection_bound() + Duration::from_millis(300));
+    let err = call
+        .await
+        .unwrap()
+        .expect_err("the call fails with the death");
+    assert_eq!(
+        DeadPeer::find(&*err).map(|d| d.cause()),
+        Some(Cause::KeepaliveTimeout)
+    );
+}

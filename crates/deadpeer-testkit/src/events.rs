@@ -95,6 +95,14 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
 /// The subscriber is the thread's default, so use a current-thread runtime
 /// (`#[tokio::test]`'s default) for events emitted by tasks to be seen.
 pub fn capture() -> (Events, tracing::subscriber::DefaultGuard) {
+    // tracing-core caches each callsite's interest. While exactly one dispatcher is registered,
+    // it asks only the registering thread's default: a test thread without a capture that hits
+    // a callsite first (a parallel test) would cache "never" and hide the event from this
+    // capture. A second, idle dispatcher kept for the whole process makes tracing combine the
+    // interest of every dispatcher instead.
+    static KEEP_INTEREST_COMBINED: std::sync::OnceLock<tracing::Dispatch> =
+        std::sync::OnceLock::new();
+    KEEP_INTEREST_COMBINED.get_or_init(|| tracing::Dispatch::new(tracing_subscriber::registry()));
     let events = Events::default();
     let subscriber = tracing_subscriber::registry().with(Capture(events.clone()));
     let guard = tracing::subscriber::set_default(subscriber);

@@ -52,7 +52,7 @@ mod keepalive;
 mod reap;
 
 pub use keepalive::{Keepalive, KeepaliveLayer, ResponseFuture as KeepaliveFuture};
-pub use reap::{Reap, ReapLayer, ResponseFuture as ReapFuture};
+pub use reap::{Reap, ReapIo, ReapLayer, ResponseFuture as ReapFuture};
 
 /// The error type of the layers: the inner service's error or a [`DeadPeer`](crate::DeadPeer),
 /// boxed, as tower-http does. Recover the `DeadPeer` with [`DeadPeer::find`](crate::DeadPeer::find)

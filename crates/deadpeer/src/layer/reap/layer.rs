@@ -1,13 +1,17 @@
 use tower_layer::Layer;
 
 use super::Reap;
+#[allow(unused_imports)] // for the docs
+use super::ReapIo;
 use crate::policy::KeepalivePolicy;
 
 /// Reaps per-connection services whose client died.
 ///
-/// It wraps a service that handles one accepted connection (`Service<IO>`). For each connection
-/// it applies the policy (or, with [`inherited`](Self::inherited), trusts that the listener set
-/// it), hands the inner service a [`KeepaliveStream`](crate::KeepaliveStream), and races the inner
+/// It wraps a service that handles one accepted connection (`Service<IO>`, see [`ReapIo`] for the
+/// connection types). For each connection it applies the policy (or, with
+/// [`inherited`](Self::inherited), trusts that the listener set it), hands the inner service a
+/// [`KeepaliveStream`](crate::KeepaliveStream) (a stream from a
+/// [`KeepaliveListener`](crate::KeepaliveListener) is passed as it is), and races the inner
 /// future against [`Liveness::dead`](crate::Liveness::dead). When the kernel declares the client
 /// dead, the inner future is dropped on the spot, even if it is blocked on something other than
 /// the socket, and the call fails with the [`DeadPeer`](crate::DeadPeer). The event is emitted

@@ -3,10 +3,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower_service::Service;
 
-use super::{ReapLayer, ResponseFuture};
+use super::{ReapIo, ReapLayer, ResponseFuture};
 use crate::layer::BoxError;
 use crate::stream::{AsTcpStream, KeepaliveStream};
-use crate::{sys, trace};
 
 /// A per-connection service that is reaped when its client dies; see
 /// [`ReapLayer`](super::ReapLayer).
@@ -25,8 +24,9 @@ impl<S> Reap<S> {
 
 impl<S, IO> Service<IO> for Reap<S>
 where
-    IO: AsTcpStream + AsyncRead + AsyncWrite,
-    S: Service<KeepaliveStream<IO>>,
+    IO: ReapIo,
+    IO::Io: AsTcpStream + AsyncRead + AsyncWrite,
+    S: Service<KeepaliveStream<IO::Io>>,
     S::Error: Into<BoxError>,
 {
     type Response = S::Response;
@@ -38,23 +38,12 @@ where
     }
 
     fn call(&mut self, io: IO) -> Self::Future {
-        let policy = self.layer.policy;
-        let tcp = io.as_tcp_stream();
-        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
-        let applied = if self.layer.inherited {
-            trace::keepalive_applied(peer, &policy, true);
-            Ok(())
-        } else {
-            sys::apply(tcp, &policy).inspect(|()| trace::keepalive_applied(peer, &policy, false))
-        };
-        if let Err(e) = applied {
-            trace::apply_failed(peer, &e);
-            if self.layer.strict {
-                return ResponseFuture::failed(e.into());
+        match io.into_keepalive_stream(&self.layer) {
+            Ok(stream) => {
+                let dead = stream.liveness().dead();
+                ResponseFuture::new(self.inner.call(stream), dead)
             }
+            Err(e) => ResponseFuture::failed(e.into()),
         }
-        let stream = KeepaliveStream::from_parts(io, peer, local, Some(policy));
-        let dead = stream.liveness().dead();
-        ResponseFuture::new(self.inner.call(stream), dead)
     }
 }
