@@ -24,6 +24,36 @@ impl Drop for DropGuard {
     }
 }
 
+/// Blackholes the client and checks that the handler is dropped within the bound and the call
+/// fails with a keepalive-timeout `DeadPeer`.
+async fn blackhole_and_expect_reaped(
+    lab: &deadpeer_testkit::Lab,
+    policy: KeepalivePolicy,
+    dropped: &mut mpsc::UnboundedReceiver<Instant>,
+    call: tokio::task::JoinHandle<Result<(), deadpeer::layer::BoxError>>,
+) {
+    let start = Instant::now();
+    lab.blackhole().unwrap();
+    let dropped_at = tokio::time::timeout(
+        policy.detection_bound() + Duration::from_secs(3),
+        dropped.recv(),
+    )
+    .await
+    .expect("handler reaped")
+    .unwrap();
+    let latency = dropped_at - start;
+    assert!(
+        latency <= policy.detection_bound() + Duration::from_millis(300),
+        "reaped after {latency:?}"
+    );
+    let err = call
+        .await
+        .unwrap()
+        .expect_err("the call fails with the death");
+    let dead = DeadPeer::find(&*err).expect("a DeadPeer");
+    assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies() {
     let Some(lab) =
@@ -65,27 +95,7 @@ async fn reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies() {
         "the handler runs while the client lives"
     );
 
-    let start = Instant::now();
-    lab.blackhole().unwrap();
-    let dropped_at = tokio::time::timeout(
-        policy.detection_bound() + Duration::from_secs(3),
-        dropped_rx.recv(),
-    )
-    .await
-    .expect("handler reaped")
-    .unwrap();
-    let latency = dropped_at - start;
-    assert!(
-        latency <= policy.detection_bound() + Duration::from_millis(300),
-        "reaped after {latency:?}"
-    );
-
-    let err = call
-        .await
-        .unwrap()
-        .expect_err("the call fails with the death");
-    let dead = DeadPeer::find(&*err).expect("a DeadPeer");
-    assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
+    blackhole_and_expect_reaped(&lab, policy, &mut dropped_rx, call).await;
     assert_eq!(events.with_message("dead peer detected").len(), 1);
 }
 
@@ -128,22 +138,5 @@ async fn reap_layer_takes_keepalive_listener_streams_as_they_are() {
         );
     }
 
-    let start = Instant::now();
-    lab.blackhole().unwrap();
-    let dropped_at = tokio::time::timeout(
-        policy.detection_bound() + Duration::from_secs(3),
-        dropped_rx.recv(),
-    )
-    .await
-    .expect("handler reaped")
-    .unwrap();
-    assert!(dropped_at - start <= policy.detection_bound() + Duration::from_millis(300));
-    let err = call
-        .await
-        .unwrap()
-        .expect_err("the call fails with the death");
-    assert_eq!(
-        DeadPeer::find(&*err).map(|d| d.cause()),
-        Some(Cause::KeepaliveTimeout)
-    );
+    blackhole_and_expect_reaped(&lab, policy, &mut dropped_rx, call).await;
 }
