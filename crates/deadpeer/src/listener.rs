@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::policy::KeepalivePolicy;
-use crate::stream::KeepaliveStream;
+use crate::stream::{KeepaliveStream, apply_logged};
 use crate::{sys, trace};
 
 const VERIFY: u8 = 0;
@@ -183,16 +183,7 @@ impl KeepaliveListener {
     }
 
     fn apply_to(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<()> {
-        match sys::apply(stream, &self.policy) {
-            Ok(()) => {
-                trace::keepalive_applied(Some(peer), &self.policy, false);
-                Ok(())
-            }
-            Err(e) => {
-                trace::apply_failed(Some(peer), &e);
-                if self.strict { Err(e) } else { Ok(()) }
-            }
-        }
+        apply_logged(stream, &self.policy, Some(peer), self.strict).map(drop)
     }
 
     /// The listener's local address.

@@ -176,10 +176,9 @@ impl Shared {
     /// Maps an I/O error from the stream: a death becomes the latched `DeadPeer`, anything else
     /// passes through unchanged.
     pub(crate) fn map_error(&self, socket: &impl AsFd, err: io::Error) -> io::Error {
+        // `classify` returns a death already latched (as after `EPIPE`) before classifying.
         let dead = match err.raw_os_error() {
-            Some(errno) => self
-                .classify(socket, errno)
-                .or_else(|| self.latched_after_classify().cloned()),
+            Some(errno) => self.classify(socket, errno),
             None => self.latched_after_classify().cloned(),
         };
         dead.map_or(err, io::Error::from)

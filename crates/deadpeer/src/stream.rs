@@ -132,8 +132,7 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     /// When a socket option cannot be set (see [`apply`](crate::apply)).
     pub fn new(io: S, policy: KeepalivePolicy) -> io::Result<Self> {
         sys::apply(io.as_tcp_stream(), &policy)?;
-        let tcp = io.as_tcp_stream();
-        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+        let (peer, local) = addrs(io.as_tcp_stream());
         trace::keepalive_applied(peer, &policy, false);
         Ok(Self::from_parts(io, peer, local, Some(policy)))
     }
@@ -142,8 +141,7 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     /// elsewhere (inherited from a listener, or set before connecting). Deaths still surface as
     /// [`DeadPeer`]s; [`DeadPeer::policy`] is `None`.
     pub fn wrap(io: S) -> Self {
-        let tcp = io.as_tcp_stream();
-        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+        let (peer, local) = addrs(io.as_tcp_stream());
         Self::from_parts(io, peer, local, None)
     }
 
@@ -441,6 +439,32 @@ async fn connect_one(
         local,
         Some(*policy),
     ))
+}
+
+/// The peer and local addresses of a connection, `None` where the kernel cannot say.
+pub(crate) fn addrs(tcp: &TcpStream) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    (tcp.peer_addr().ok(), tcp.local_addr().ok())
+}
+
+/// Applies `policy` to a connection deadpeer is about to wrap, with its events: DEBUG
+/// `keepalive applied`, or WARN `failed to apply keepalive`. A failure is an error only when
+/// `strict`; otherwise the connection is kept. Returns whether the policy is in place.
+pub(crate) fn apply_logged(
+    tcp: &TcpStream,
+    policy: &KeepalivePolicy,
+    peer: Option<SocketAddr>,
+    strict: bool,
+) -> io::Result<bool> {
+    match sys::apply(tcp, policy) {
+        Ok(()) => {
+            trace::keepalive_applied(peer, policy, false);
+            Ok(true)
+        }
+        Err(e) => {
+            trace::apply_failed(peer, &e);
+            if strict { Err(e) } else { Ok(false) }
+        }
+    }
 }
 
 mod sealed {

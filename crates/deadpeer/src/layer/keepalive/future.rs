@@ -4,8 +4,7 @@ use std::task::{Context, Poll, ready};
 
 use crate::layer::BoxError;
 use crate::policy::KeepalivePolicy;
-use crate::stream::{AsTcpStream, KeepaliveStream};
-use crate::{sys, trace};
+use crate::stream::{AsTcpStream, KeepaliveStream, addrs, apply_logged};
 
 pin_project_lite::pin_project! {
     /// The future of [`Keepalive`](super::Keepalive): the connection, under the policy.
@@ -30,25 +29,9 @@ where
         let this = self.project();
         let conn = ready!(this.inner.poll(cx)).map_err(Into::into)?;
         let tcp = conn.as_tcp_stream();
-        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
-        match sys::apply(tcp, this.policy) {
-            Ok(()) => {
-                trace::keepalive_applied(peer, this.policy, false);
-                Poll::Ready(Ok(KeepaliveStream::from_parts(
-                    conn,
-                    peer,
-                    local,
-                    Some(*this.policy),
-                )))
-            }
-            Err(e) => {
-                trace::apply_failed(peer, &e);
-                if *this.strict {
-                    Poll::Ready(Err(e.into()))
-                } else {
-                    Poll::Ready(Ok(KeepaliveStream::from_parts(conn, peer, local, None)))
-                }
-            }
-        }
+        let (peer, local) = addrs(tcp);
+        let applied = apply_logged(tcp, this.policy, peer, *this.strict)?;
+        let policy = applied.then_some(*this.policy);
+        Poll::Ready(Ok(KeepaliveStream::from_parts(conn, peer, local, policy)))
     }
 }

@@ -3,8 +3,8 @@ use std::io;
 use tokio::net::TcpStream;
 
 use super::ReapLayer;
-use crate::stream::{AsTcpStream, KeepaliveStream};
-use crate::{sys, trace};
+use crate::stream::{AsTcpStream, KeepaliveStream, addrs, apply_logged};
+use crate::trace;
 
 /// A connection [`ReapLayer`] can watch.
 ///
@@ -35,18 +35,11 @@ pub trait ReapIo: Sized {
     fn wrap<T: AsTcpStream>(io: T, layer: &ReapLayer) -> io::Result<KeepaliveStream<T>> {
         let policy = layer.policy;
         let tcp = io.as_tcp_stream();
-        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
-        let applied = if layer.inherited {
+        let (peer, local) = addrs(tcp);
+        if layer.inherited {
             trace::keepalive_applied(peer, &policy, true);
-            Ok(())
         } else {
-            sys::apply(tcp, &policy).inspect(|()| trace::keepalive_applied(peer, &policy, false))
-        };
-        if let Err(e) = applied {
-            trace::apply_failed(peer, &e);
-            if layer.strict {
-                return Err(e);
-            }
+            apply_logged(tcp, &policy, peer, layer.strict)?;
         }
         Ok(KeepaliveStream::from_parts(io, peer, local, Some(policy)))
     }
