@@ -83,11 +83,13 @@ pub struct Lab {
 
 /// Which faults are active, so that [`Lab::heal`] undoes exactly those.
 #[derive(Debug, Default)]
-struct Faults {
+pub(crate) struct Faults {
     /// A blackhole or unreachable route pair is installed in [`FAULT_TABLE`].
     routes: bool,
     /// The router–server link was deleted.
     link_cut: bool,
+    /// An nftables reject table is loaded on the router.
+    pub(crate) nft: bool,
 }
 
 /// The router's routing table for faults. Rules send every packet *forwarded* from `r0` or `r1`
@@ -253,7 +255,7 @@ impl Lab {
         Ok(())
     }
 
-    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+    pub(crate) fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -284,8 +286,9 @@ impl Lab {
         Ok(())
     }
 
-    /// Undoes every fault of the lab: removes the blackhole or unreachable routes and recreates
-    /// the router–server link if [`Lab::cut_link`] deleted it.
+    /// Undoes every fault of the lab: removes the blackhole or unreachable routes and the
+    /// [`reject`](Lab::reject) rules, and recreates the router–server link if [`Lab::cut_link`]
+    /// deleted it.
     ///
     /// Connections that have not been declared dead yet carry on (their retransmissions and
     /// probes get through again). Healing a healthy lab does nothing.
@@ -314,6 +317,11 @@ impl Lab {
         if faults.link_cut {
             server_link(&self.router, &self.server, self.addrs)?;
             faults.link_cut = false;
+        }
+        if faults.nft {
+            drop(faults);
+            self.clear_rejects()?;
+            self.faults().nft = false;
         }
         Ok(())
     }

@@ -97,6 +97,7 @@ mod cmd;
 mod error;
 mod lab;
 mod netns;
+mod reject;
 
 #[cfg(feature = "events")]
 pub mod events;
@@ -104,6 +105,7 @@ pub mod events;
 pub use error::LabError;
 pub use lab::{Lab, send_nowait};
 pub use netns::{CONNECT_TIMEOUT, Netns, NetnsGuard};
+pub use reject::Reject;
 
 /// The environment variable that turns skips into failures: set it to `1` in CI.
 pub const REQUIRE_NETNS_ENV: &str = "DEADPEER_REQUIRE_NETNS";
