@@ -60,7 +60,7 @@ impl Drop for EndNotice {
                 }
             }
             LivenessState::Closed => println!("sse stream ended: connection closed"),
-            LivenessState::Alive => println!("sse stream ended"),
+            _ => println!("sse stream ended"),
         }
         let _ = self.ended.send(Instant::now());
     }
@@ -90,12 +90,14 @@ async fn events(
             event
         });
     let dead = async move {
-        let dead = liveness.dead().await;
-        via_dead.store(true, Ordering::SeqCst);
-        println!(
-            "server: liveness.dead() resolved ({}), ending the stream",
-            dead.cause()
-        );
+        // `None`: the connection closed without a death; the stream ends with it.
+        if let Some(dead) = liveness.dead().await {
+            via_dead.store(true, Ordering::SeqCst);
+            println!(
+                "server: liveness.dead() resolved ({}), ending the stream",
+                dead.cause()
+            );
+        }
     };
     Sse::new(ticks.take_until(dead))
 }

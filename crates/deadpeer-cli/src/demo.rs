@@ -339,7 +339,9 @@ async fn watch(
     let (mut probes, mut retransmits) = (0u8, 0u8);
     loop {
         tokio::select! {
-            dead = &mut dead => return Ok(dead),
+            dead = &mut dead => {
+                return dead.ok_or_else(|| CliError::runtime("the connection closed without a death"));
+            }
             _ = tick.tick() => {
                 if start.elapsed() > MAX_WAIT {
                     return Err(CliError::runtime(format!("no death within {}; the kernel did not give up", human(MAX_WAIT))));

@@ -202,7 +202,10 @@ async fn one_run(labs: &[(Fault, Lab)], results: Results) {
             tasks.push(tokio::spawn(async move {
                 let liveness = dp.liveness();
                 let dp_fut = async {
-                    let d = tokio::time::timeout(limit, liveness.dead()).await.ok();
+                    let d = tokio::time::timeout(limit, liveness.dead())
+                        .await
+                        .ok()
+                        .flatten();
                     (
                         d.as_ref().map(|_| t_dp.elapsed()),
                         d.as_ref().map(|d| d.cause()),

@@ -492,7 +492,7 @@ fn server_shard() {
                 let dead = s.liveness().dead();
                 tokio::spawn(async move {
                     let d = counted(dead).await;
-                    panic!("an idle loopback connection died: {d}");
+                    panic!("an idle loopback connection died: {d:?}");
                 });
                 held.lock().unwrap().push(s);
                 accepted.fetch_add(1, Ordering::Release);

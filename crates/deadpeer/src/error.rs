@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::policy::KeepalivePolicy;
 
-/// Why the kernel declared a peer dead.
+/// Why the kernel declared a peer dead: what the kernel did, read from the errno and `TCP_INFO`
+/// at the moment of death (see docs/kernel.md, "How connections die", for the measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Cause {
@@ -17,32 +18,68 @@ pub enum Cause {
     /// vanished, crashed without a trace, or a middlebox dropped the flow.
     KeepaliveTimeout,
     /// Sent data stayed unacknowledged until the user timeout (or `tcp_retries2`) ran out
-    /// (`ETIMEDOUT` with retransmissions).
+    /// (`ETIMEDOUT` with retransmissions, or zero-window probes that went unanswered).
     RetransmitTimeout,
+    /// The peer was alive but stopped reading: its receive window stayed at zero, its kernel
+    /// answered every zero-window probe, and the user timeout ran out (`ETIMEDOUT` with a zero
+    /// send window). The user timeout bounds how long a peer may refuse data as well as how long
+    /// it may stay silent; with it off, such a connection is never killed.
+    Stalled,
     /// The peer answered with a reset (`ECONNRESET`), for example after it rebooted and forgot
-    /// the connection.
+    /// the connection; or it had closed its side (FIN) and then reset or forgot the connection
+    /// (`EPIPE`).
     Reset,
-    /// The network said the peer cannot be reached (`EHOSTUNREACH`, `ENETUNREACH`).
+    /// The network said the peer cannot be reached while data was in flight: ICMP host or
+    /// network unreachable, or (IPv4) administratively prohibited (`EHOSTUNREACH`,
+    /// `ENETUNREACH`, `EHOSTDOWN`, `ENONET`).
     Unreachable,
+    /// Something on the path refused the connection's packets while data was in flight: ICMP
+    /// port or protocol unreachable, as a firewall's `reject` sends by default, or (IPv6)
+    /// administratively prohibited (`ECONNREFUSED`, `ENOPROTOOPT`, `EACCES`).
+    Refused,
+    /// The kernel closed the connection for a reason not listed above, or the reason was
+    /// consumed elsewhere before deadpeer could read it; [`DeadPeer::raw_os_error`] says what
+    /// the kernel reported.
+    Aborted,
 }
 
 impl Cause {
+    /// Every cause, in declaration order.
+    pub const ALL: [Cause; 7] = [
+        Cause::KeepaliveTimeout,
+        Cause::RetransmitTimeout,
+        Cause::Stalled,
+        Cause::Reset,
+        Cause::Unreachable,
+        Cause::Refused,
+        Cause::Aborted,
+    ];
+
     /// The cause in snake case, as the `cause` field of the `dead peer detected` event gives it.
     pub fn as_str(&self) -> &'static str {
         match self {
             Cause::KeepaliveTimeout => "keepalive_timeout",
             Cause::RetransmitTimeout => "retransmit_timeout",
+            Cause::Stalled => "stalled",
             Cause::Reset => "reset",
             Cause::Unreachable => "unreachable",
+            Cause::Refused => "refused",
+            Cause::Aborted => "aborted",
         }
     }
 
-    /// The [`io::ErrorKind`] the operating system reports for this cause.
+    /// The [`io::ErrorKind`] of the [`io::Error`] that carries a death of this cause:
+    /// `TimedOut` for the three timeouts, `ConnectionReset`, `HostUnreachable`,
+    /// `ConnectionRefused`, `ConnectionAborted`. (`ENETUNREACH` keeps `NetworkUnreachable`.)
     pub fn io_error_kind(&self) -> io::ErrorKind {
         match self {
-            Cause::KeepaliveTimeout | Cause::RetransmitTimeout => io::ErrorKind::TimedOut,
+            Cause::KeepaliveTimeout | Cause::RetransmitTimeout | Cause::Stalled => {
+                io::ErrorKind::TimedOut
+            }
             Cause::Reset => io::ErrorKind::ConnectionReset,
             Cause::Unreachable => io::ErrorKind::HostUnreachable,
+            Cause::Refused => io::ErrorKind::ConnectionRefused,
+            Cause::Aborted => io::ErrorKind::ConnectionAborted,
         }
     }
 }
@@ -52,8 +89,11 @@ impl fmt::Display for Cause {
         f.write_str(match self {
             Cause::KeepaliveTimeout => "keepalive timeout",
             Cause::RetransmitTimeout => "retransmit timeout",
+            Cause::Stalled => "stalled",
             Cause::Reset => "reset",
             Cause::Unreachable => "unreachable",
+            Cause::Refused => "refused",
+            Cause::Aborted => "aborted",
         })
     }
 }
@@ -289,13 +329,7 @@ fn parse_display(text: &str) -> Option<DeadPeer> {
         Some((cause, idle)) => (cause, Some(secs(idle.strip_suffix(" without data")?)?)),
         None => (main, None),
     };
-    let cause = match cause {
-        "keepalive timeout" => Cause::KeepaliveTimeout,
-        "retransmit timeout" => Cause::RetransmitTimeout,
-        "reset" => Cause::Reset,
-        "unreachable" => Cause::Unreachable,
-        _ => return None,
-    };
+    let cause = *Cause::ALL.iter().find(|c| c.to_string() == cause)?;
     let mut parts = details.split(", ");
     let connected_for = secs(parts.next()?.strip_prefix("connected ")?)?;
     let (mut local_addr, mut policy, mut raw_os_error) = (None, None, None);
@@ -329,13 +363,12 @@ fn secs(text: &str) -> Option<Duration> {
 impl Error for DeadPeer {}
 
 impl From<DeadPeer> for io::Error {
-    /// An `io::Error` that carries the `DeadPeer`, of the kind the OS error has
-    /// (`NetworkUnreachable` for `ENETUNREACH`), or else of the cause's
-    /// [kind](Cause::io_error_kind).
+    /// An `io::Error` that carries the `DeadPeer`, of the cause's [kind](Cause::io_error_kind)
+    /// (`NetworkUnreachable` for `ENETUNREACH`).
     fn from(dead: DeadPeer) -> Self {
         let kind = match dead.raw_os_error() {
-            Some(errno) => io::Error::from_raw_os_error(errno).kind(),
-            None => dead.cause().io_error_kind(),
+            Some(libc::ENETUNREACH) => io::ErrorKind::NetworkUnreachable,
+            _ => dead.cause().io_error_kind(),
         };
         io::Error::new(kind, dead)
     }

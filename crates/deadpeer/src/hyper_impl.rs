@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use crate::stream::{AsTcpStream, KeepaliveStream, Latch};
 
 fn map<S: AsTcpStream>(io: Pin<&mut S>, shared: &Latch, e: io::Error) -> io::Error {
-    shared.map_error(io.as_ref().get_ref().as_tcp_stream(), e)
+    shared.on_error(io.as_ref().get_ref().as_tcp_stream(), e)
 }
 
 impl<S: Read + AsTcpStream> Read for KeepaliveStream<S> {
@@ -27,8 +27,8 @@ impl<S: Read + AsTcpStream> Read for KeepaliveStream<S> {
         }
         match ready!(io.as_mut().poll_read(cx, buf)) {
             // The cursor is consumed, so an EOF cannot be told from data here: check for a death
-            // whose error a `Liveness` just took (two atomic loads).
-            Ok(()) => match shared.latched_after_read() {
+            // that a `Liveness` latched meanwhile (two atomic loads).
+            Ok(()) => match shared.latched() {
                 Some(dead) => Poll::Ready(Err(dead.clone().into())),
                 None => Poll::Ready(Ok(())),
             },

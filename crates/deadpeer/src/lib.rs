@@ -41,7 +41,7 @@ mod trace;
 #[cfg(feature = "tokio")]
 pub use listener::{KeepaliveListener, ListenerMode, TcpListenerExt};
 #[cfg(feature = "tokio")]
-pub use liveness::{Dead, Liveness, Settled, State};
+pub use liveness::{Dead, Liveness, State};
 #[cfg(feature = "tokio")]
 pub use stream::{AsTcpStream, KeepaliveStream, TcpStreamExt, connect};
 

@@ -1,37 +1,34 @@
 //! [`Liveness`]: learn that a peer died even when nothing reads or writes its connection.
 //!
-//! The kernel reports a death once: as the error of the next read, or as `SO_ERROR`, whichever is
-//! asked first; after that reads return EOF. A [`KeepaliveStream`](crate::KeepaliveStream) and its
-//! `Liveness` handles share one latch, so whichever sees the death first classifies it, emits the
-//! `dead peer detected` event, and every later read, write and [`Liveness::dead`] returns that
-//! same [`DeadPeer`].
+//! The kernel reports a death once: as the error of the next read or write, or as `SO_ERROR`,
+//! whichever is asked first; after that reads return EOF and writes `EPIPE`. A
+//! [`KeepaliveStream`](crate::KeepaliveStream) and its `Liveness` handles share one latch, so
+//! whichever sees the death first classifies it, emits the `dead peer detected` event, and every
+//! later read, write and [`Liveness::dead`] returns that same [`DeadPeer`].
 //!
-//! `dead()` is event-driven: the kernel wakes epoll with `EPOLLERR|EPOLLHUP` when it kills a
-//! connection, even if no read is pending, and Tokio's error readiness
-//! ([`Interest::ERROR`](tokio::io::Interest::ERROR)) delivers that wake-up. There is no timer and
-//! no polling; a live connection costs nothing.
+//! A watched connection (one whose `liveness()` was taken) is registered, with its own
+//! descriptor, in a process-wide epoll instance that reports nothing but errors and hang-ups; a
+//! thread blocked on it classifies the death the moment the kernel declares it. There is no timer
+//! and no polling: a live connection costs one epoll registration and nothing else.
 
 use std::fmt;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-
-use tokio::io::Interest;
-use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
-use crate::{sys, trace};
+use crate::sys::{self, OnError, TcpInfo, WatchedFd};
+use crate::trace;
 
 /// What a [`Liveness`] knows about its connection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum State {
     /// No death has been seen, and the stream is still held by the application.
     Alive,
@@ -39,29 +36,6 @@ pub enum State {
     Dead(DeadPeer),
     /// The application dropped the stream (or took it apart with `into_inner`) without a death.
     Closed,
-}
-
-/// The watcher's socket: a duplicate descriptor, registered lazily with the reactor.
-enum Watch {
-    Unset,
-    Fd(OwnedFd),
-    Registered(Arc<TcpStream>),
-    Closed,
-}
-
-/// State shared by a stream and its `Liveness` handles.
-pub(crate) struct Shared {
-    latch: OnceLock<DeadPeer>,
-    /// Serialises "take the error, classify, latch" so that a reader that sees EOF right after a
-    /// `Liveness` consumed the error finds the latch set.
-    classify: Mutex<()>,
-    /// Set while a `Liveness` holds `classify` after taking the socket's error, so that readers
-    /// need the lock only then.
-    classifying: AtomicBool,
-    closed: AtomicBool,
-    notify: Notify,
-    watch: Mutex<Watch>,
-    meta: Meta,
 }
 
 /// What a death report says about its connection, captured when the stream is wrapped.
@@ -88,22 +62,39 @@ impl Meta {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded sections cannot panic half-way; a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// State shared by a stream and its `Liveness` handles.
+pub(crate) struct Shared {
+    latch: OnceLock<DeadPeer>,
+    closed: AtomicBool,
+    /// Serialises "read the socket, classify, latch", and guards the watched descriptor.
+    inner: Mutex<Inner>,
+    meta: Meta,
+    /// Where the event goes when the reaper thread, not the application, sees the death.
+    context: trace::Context,
+}
+
+#[derive(Default)]
+struct Inner {
+    socket: WatchedFd,
+    /// Pending `Dead` futures, by slot: `None` is a free slot, `Some(None)` a future already
+    /// woken (or not yet given a waker).
+    waiters: Vec<Option<Option<Waker>>>,
 }
 
 impl Shared {
     pub(crate) fn new(meta: Meta) -> Self {
         Self {
             latch: OnceLock::new(),
-            classify: Mutex::new(()),
-            classifying: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            notify: Notify::new(),
-            watch: Mutex::new(Watch::Unset),
+            inner: Mutex::new(Inner::default()),
             meta,
+            context: trace::Context::current(),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The guarded sections cannot panic half-way; a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The latched death, if any: one atomic load, for the hot path.
@@ -112,51 +103,66 @@ impl Shared {
         self.latch.get()
     }
 
-    /// The latched death, waiting for a classification in progress elsewhere to finish.
-    /// For EOF and `EPIPE`, which follow a death whose error someone else consumed.
-    pub(crate) fn latched_after_classify(&self) -> Option<&DeadPeer> {
-        let _guard = lock(&self.classify);
-        self.latch.get()
-    }
-
-    /// The latched death after a successful read, which may be the EOF that follows a death whose
-    /// error a `Liveness` just took: two atomic loads, and the lock only in that window.
-    #[inline]
-    pub(crate) fn latched_after_read(&self) -> Option<&DeadPeer> {
-        if let Some(dead) = self.latch.get() {
-            return Some(dead);
+    /// Starts watching `socket` for its death. Without the reaper (no epoll or thread could be
+    /// had), deaths are still seen by reads and writes.
+    pub(crate) fn watch(self: &Arc<Self>, socket: BorrowedFd<'_>) {
+        let mut inner = self.lock();
+        if self.closed.load(Ordering::Relaxed) || self.latch.get().is_some() {
+            return;
         }
-        if self.classifying.load(Ordering::SeqCst) {
-            return self.latched_after_classify();
+        let target: Weak<dyn OnError> = Arc::downgrade(&(Arc::clone(self) as Arc<dyn OnError>));
+        if let Err(e) = inner.socket.watch(socket, target) {
+            trace::watch_failed(self.meta.peer_addr, &e);
         }
-        None
     }
 
-    /// Classifies an OS error seen on `socket`: a death is latched (with its event, once) and
-    /// returned; anything else is `None`.
-    pub(crate) fn classify(&self, socket: &impl AsFd, errno: i32) -> Option<DeadPeer> {
-        let _guard = lock(&self.classify);
-        self.classify_locked(socket, errno)
+    /// The verdict on `socket` after the stream saw `seen` (an errno, or `None` for EOF): the
+    /// latched death, a new one (latched, announced, and every waiter woken), or `None` while
+    /// the kernel keeps the connection open. `shut_down` says the application shut down its
+    /// write side, which makes `EPIPE` its own doing.
+    pub(crate) fn verdict(
+        &self,
+        socket: BorrowedFd<'_>,
+        seen: Option<i32>,
+        shut_down: bool,
+    ) -> Option<DeadPeer> {
+        let mut inner = self.lock();
+        self.judge(&mut inner.waiters, socket, seen, shut_down, false)
     }
 
-    /// Takes the socket's pending error (`SO_ERROR`) and classifies it, for a `Liveness` woken by
-    /// error readiness.
-    fn take_and_classify(&self, socket: &impl AsFd) {
-        let _guard = lock(&self.classify);
-        self.classifying.store(true, Ordering::SeqCst);
-        if let Ok(Some(err)) = sys::take_error(socket) {
-            if let Some(errno) = err.raw_os_error() {
-                self.classify_locked(socket, errno);
-            }
-        }
-        self.classifying.store(false, Ordering::SeqCst);
-    }
-
-    fn classify_locked(&self, socket: &impl AsFd, errno: i32) -> Option<DeadPeer> {
+    fn judge(
+        &self,
+        waiters: &mut [Option<Option<Waker>>],
+        socket: BorrowedFd<'_>,
+        seen: Option<i32>,
+        shut_down: bool,
+        from_reaper: bool,
+    ) -> Option<DeadPeer> {
         if let Some(dead) = self.latch.get() {
             return Some(dead.clone());
         }
-        let info = sys::tcp_info(socket).ok();
+        let info = sys::tcp_info(&socket).ok();
+        if info.is_some_and(|i| i.state != TcpInfo::CLOSE) {
+            return None;
+        }
+        // The kernel closed the connection (or, without TCP_INFO, may have). The errno that
+        // names the reason is `seen` unless `seen` is only the aftermath (EPIPE, ENOTCONN) or
+        // an EOF: then the reason is still pending in SO_ERROR, unless someone consumed it.
+        let errno = match seen {
+            Some(errno) if !sys::is_aftermath(errno) => errno,
+            _ => match sys::take_error(&socket)
+                .ok()
+                .flatten()
+                .and_then(|e| e.raw_os_error())
+            {
+                Some(errno) => errno,
+                None => match seen {
+                    Some(errno) if !shut_down => errno,
+                    // EOF, or EPIPE after the application's own shutdown: no death.
+                    _ => return None,
+                },
+            },
+        };
         let cause = sys::classify(errno, info.as_ref())?;
         let dead = DeadPeer::new(
             cause,
@@ -167,65 +173,21 @@ impl Shared {
             self.meta.policy,
             Some(errno),
         );
+        // Announce before publishing: whoever sees the latch (without the lock) also finds the
+        // event emitted. Under the lock, no other verdict can be in progress.
+        trace::dead_peer_detected(&dead, from_reaper.then_some(&self.context));
         let dead = self.latch.get_or_init(|| dead).clone();
-        trace::dead_peer_detected(&dead);
-        self.notify.notify_waiters();
+        wake_all(waiters);
         Some(dead)
     }
 
-    /// Maps an I/O error from the stream: a death becomes the latched `DeadPeer`, anything else
-    /// passes through unchanged.
-    pub(crate) fn map_error(&self, socket: &impl AsFd, err: io::Error) -> io::Error {
-        // `classify` returns a death already latched (as after `EPIPE`) before classifying.
-        let dead = match err.raw_os_error() {
-            Some(errno) => self.classify(socket, errno),
-            None => self.latched_after_classify().cloned(),
-        };
-        dead.map_or(err, io::Error::from)
-    }
-
-    /// Lets a `Liveness` watch `socket` later, without keeping it open past the stream.
-    pub(crate) fn prepare_watch(&self, socket: &impl AsFd) {
-        let mut watch = lock(&self.watch);
-        if matches!(*watch, Watch::Unset) {
-            // Without a duplicate, `dead()` still resolves when a read or write sees the death.
-            if let Ok(fd) = socket.as_fd().try_clone_to_owned() {
-                *watch = Watch::Fd(fd);
-            }
-        }
-    }
-
-    /// The stream is gone: release the watcher's descriptor and wake every `dead()`.
-    pub(crate) fn close(&self) {
+    /// The stream is gone (`open` is its socket when it lives on, unwrapped): stop watching and
+    /// wake every `dead()`, which then resolves to `None`.
+    pub(crate) fn close(&self, open: Option<BorrowedFd<'_>>) {
+        let mut inner = self.lock();
+        inner.socket.release(open);
         self.closed.store(true, Ordering::Release);
-        let old = std::mem::replace(&mut *lock(&self.watch), Watch::Closed);
-        drop(old);
-        self.notify.notify_waiters();
-    }
-
-    fn watcher(&self) -> Option<Arc<TcpStream>> {
-        let mut watch = lock(&self.watch);
-        if let Watch::Fd(_) = &*watch {
-            let Watch::Fd(fd) = std::mem::replace(&mut *watch, Watch::Unset) else {
-                return None;
-            };
-            // Outside a Tokio runtime (another executor polling `dead()`) there is no reactor
-            // to register with; keep the duplicate for a later poll, and meanwhile only reads
-            // and writes see deaths.
-            if tokio::runtime::Handle::try_current().is_err() {
-                *watch = Watch::Fd(fd);
-                return None;
-            }
-            // The duplicate shares the original's file description, which Tokio already made
-            // non-blocking. If registration fails, only reads and writes see deaths.
-            if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) {
-                *watch = Watch::Registered(Arc::new(stream));
-            }
-        }
-        match &*watch {
-            Watch::Registered(stream) => Some(Arc::clone(stream)),
-            _ => None,
-        }
+        wake_all(&mut inner.waiters);
     }
 
     fn state(&self) -> State {
@@ -238,41 +200,37 @@ impl Shared {
         }
     }
 
-    /// Resolves once the connection is dead or closed.
-    async fn settle(self: Arc<Self>) -> State {
-        let mut error_seen = false;
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.state() {
-                State::Alive => {}
-                settled => return settled,
-            }
-            let watcher = if error_seen { None } else { self.watcher() };
-            let Some(watcher) = watcher else {
-                notified.await;
-                continue;
-            };
-            tokio::select! {
-                _ = &mut notified => {}
-                ready = watcher.ready(Interest::ERROR) => {
-                    // Error readiness stays set once seen: handle it once, then wait for the latch.
-                    error_seen = true;
-                    if ready.is_ok() {
-                        self.take_and_classify(&*watcher);
-                    }
-                }
-            }
+    /// `Some(outcome)` once settled: `Some(dead)` for a death, `None` for a closed stream.
+    fn settled(&self) -> Option<Option<DeadPeer>> {
+        match self.state() {
+            State::Alive => None,
+            State::Dead(dead) => Some(Some(dead)),
+            State::Closed => Some(None),
         }
+    }
+}
+
+impl OnError for Shared {
+    fn on_error(&self) {
+        let mut guard = self.lock();
+        let Inner { socket, waiters } = &mut *guard;
+        // Released: the stream is gone, and so is the socket.
+        socket.with(|fd| self.judge(waiters, fd, None, false, true));
+    }
+}
+
+fn wake_all(waiters: &mut [Option<Option<Waker>>]) {
+    for waker in waiters.iter_mut().flatten().filter_map(Option::take) {
+        waker.wake();
     }
 }
 
 /// A handle on a connection's liveness, from
 /// [`KeepaliveStream::liveness`](crate::KeepaliveStream::liveness).
 ///
-/// It is `Clone`, `Send` and `Sync`, and does not keep the socket open: once the application drops
-/// the stream, the state is [`Closed`](State::Closed) and pending futures release everything.
+/// It is `Clone`, `Send` and `Sync`, holds no descriptor, and does not keep the socket open: once
+/// the application drops the stream, the socket closes at once (its FIN goes out), the state is
+/// [`Closed`](State::Closed), and every pending [`dead()`](Self::dead) resolves to `None`.
 ///
 /// # Examples
 ///
@@ -283,7 +241,7 @@ impl Shared {
 /// let liveness = stream.liveness();
 /// let (_tx, mut events) = tokio::sync::mpsc::channel::<String>(8);
 /// tokio::select! {
-///     dead = liveness.dead() => eprintln!("client gone: {dead}"),
+///     Some(dead) = liveness.dead() => eprintln!("client gone: {dead}"),
 ///     _ = events.recv() => { /* push the event to the client */ }
 /// }
 /// # }
@@ -298,48 +256,26 @@ impl Liveness {
         Self { shared }
     }
 
-    /// Resolves with the [`DeadPeer`] when the kernel declares the peer dead, whether or not
-    /// anything is reading or writing. Stays pending while the peer is alive.
+    /// Resolves when the connection is settled: `Some(DeadPeer)` when the kernel declares the
+    /// peer dead, whether or not anything is reading or writing; `None` when the application
+    /// drops the stream (or unwraps it) first. A watcher task that awaits it therefore always
+    /// ends.
     ///
-    /// If the stream is dropped without a death, the future stays pending forever. Dropping the
-    /// stream wakes it, and on that poll it releases the duplicate descriptor and its
-    /// registration, so it then holds nothing. Use it in a `select!` or with `take_until`; in a
-    /// task of its own, use [`settled`](Self::settled), which ends when the stream is dropped.
-    ///
-    /// Polled outside a Tokio runtime, it cannot watch the socket, and resolves only when a read
-    /// or write on the stream sees the death.
+    /// The future holds no descriptor and needs no runtime: any executor can poll it.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future loses nothing, and the death stays latched for the next
     /// call, for the stream, and for every clone of this handle.
     pub fn dead(&self) -> Dead {
-        let shared = Arc::clone(&self.shared);
         Dead {
-            inner: Box::pin(async move {
-                match shared.settle().await {
-                    State::Dead(dead) => dead,
-                    _ => std::future::pending().await,
-                }
-            }),
+            shared: Arc::clone(&self.shared),
+            slot: None,
         }
     }
 
-    /// Resolves when the connection is settled: [`State::Dead`] when the kernel declared the peer
-    /// dead, [`State::Closed`] when the application dropped the stream first. Never resolves with
-    /// [`State::Alive`]. Suited to a spawned watcher task, which then always ends.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe, as [`dead`](Self::dead).
-    pub fn settled(&self) -> Settled {
-        Settled {
-            inner: Box::pin(Arc::clone(&self.shared).settle()),
-        }
-    }
-
-    /// What is known now, without waiting: a death that a read, a write or a `dead()` future
-    /// has seen, or that the stream was dropped.
+    /// What is known now, without waiting: a death that the kernel declared, or that the stream
+    /// was dropped.
     pub fn state(&self) -> State {
         self.shared.state()
     }
@@ -367,39 +303,64 @@ impl fmt::Debug for Liveness {
 /// The future returned by [`Liveness::dead`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Dead {
-    inner: Pin<Box<dyn Future<Output = DeadPeer> + Send>>,
+    shared: Arc<Shared>,
+    /// This future's place among the connection's waiters, once it has waited.
+    slot: Option<usize>,
+}
+
+/// Gives up a `Dead` future's slot among the waiters.
+fn leave(slot: &mut Option<usize>, inner: &mut Inner) {
+    if let Some(i) = slot.take() {
+        inner.waiters[i] = None;
+    }
 }
 
 impl Future for Dead {
-    type Output = DeadPeer;
+    type Output = Option<DeadPeer>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<DeadPeer> {
-        self.inner.as_mut().poll(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DeadPeer>> {
+        let Dead { shared, slot } = &mut *self;
+        if slot.is_none() {
+            if let Some(outcome) = shared.settled() {
+                return Poll::Ready(outcome);
+            }
+        }
+        let mut inner = shared.lock();
+        // Deaths and closes are published under this lock, so nothing is missed in between.
+        if let Some(outcome) = shared.settled() {
+            leave(slot, &mut inner);
+            return Poll::Ready(outcome);
+        }
+        match *slot {
+            Some(i) => match &mut inner.waiters[i] {
+                Some(Some(w)) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(Some(cx.waker().clone())),
+            },
+            None => {
+                let waker = Some(cx.waker().clone());
+                let waiters = &mut inner.waiters;
+                let i = waiters.iter().position(Option::is_none).unwrap_or_else(|| {
+                    waiters.push(None);
+                    waiters.len() - 1
+                });
+                waiters[i] = Some(waker);
+                *slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Dead {
+    fn drop(&mut self) {
+        if self.slot.is_some() {
+            leave(&mut self.slot, &mut self.shared.lock());
+        }
     }
 }
 
 impl fmt::Debug for Dead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dead").finish_non_exhaustive()
-    }
-}
-
-/// The future returned by [`Liveness::settled`].
-#[must_use = "futures do nothing unless polled"]
-pub struct Settled {
-    inner: Pin<Box<dyn Future<Output = State> + Send>>,
-}
-
-impl Future for Settled {
-    type Output = State;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<State> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl fmt::Debug for Settled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settled").finish_non_exhaustive()
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! A [`KeepalivePolicy`] is the triple the kernel understands (idle time, probe interval, probe
 //! count) plus a [`UserTimeout`]. Its [`detection_bound`](KeepalivePolicy::detection_bound) is
-//! the longest a dead peer can go unnoticed: `idle + interval × probes`.
+//! when the kernel declares a silent peer dead: `idle + interval × probes`, unless a fixed user
+//! timeout overrides the probe count.
 //!
 //! Values are never silently changed. The kernel takes idle and interval in whole seconds and the
 //! user timeout in whole milliseconds; socket2 truncates anything finer (500 ms of idle becomes
@@ -217,9 +218,10 @@ impl KeepalivePolicy {
         }
     }
 
-    /// The user timeout that [`UserTimeout::Auto`] stands for: the detection bound less half an
-    /// interval, at most 1 s less. Unacknowledged data then fails within the bound even though
-    /// the kernel starts counting one RTO late, and idle detection still happens at the bound.
+    /// The user timeout that [`UserTimeout::Auto`] stands for: the probe bound
+    /// (`idle + interval × probes`) less half an interval, at most 1 s less. Unacknowledged data
+    /// then fails within the bound even though the kernel starts counting one RTO late, and idle
+    /// detection still happens at the bound.
     ///
     /// ```
     /// use std::time::Duration;
@@ -232,24 +234,102 @@ impl KeepalivePolicy {
     /// ```
     pub fn auto_user_timeout(&self) -> Duration {
         let margin = (self.interval() / 2).min(Duration::from_secs(1));
-        self.detection_bound() - margin
+        self.probe_bound() - margin
     }
 
-    /// The longest a dead idle peer can go unnoticed: `idle + interval × probes`.
-    ///
-    /// The kernel declares the peer dead at the first timer tick after this, typically 55–140 ms
-    /// later. With `UserTimeout::Auto`, unacknowledged data is caught within the same bound.
-    ///
-    /// ```
-    /// use deadpeer::KeepalivePolicy;
-    /// let bound = KeepalivePolicy::LINUX_DEFAULT.detection_bound();
-    /// assert_eq!(bound.as_secs(), 7875);
-    /// assert_eq!(humantime::format_duration(bound).to_string(), "2h 11m 15s");
-    /// ```
-    pub fn detection_bound(&self) -> Duration {
+    /// `idle + interval × probes`: when the probe count alone would end a silent connection.
+    fn probe_bound(&self) -> Duration {
         Duration::from_secs(
             u64::from(self.idle) + u64::from(self.interval) * u64::from(self.probes),
         )
+    }
+
+    /// How many probe intervals pass before the kernel declares a silent idle peer dead.
+    ///
+    /// Without a user timeout (and with `Auto`, which is chosen to agree), that is `probes`. A
+    /// fixed user timeout replaces the probe count (Linux's `tcp_keepalive_timer`): the socket
+    /// dies at the first probe tick, `idle + k × interval`, where at least one probe is
+    /// outstanding (`k ≥ 1`) and the time since the last received segment has reached the user
+    /// timeout.
+    fn probe_ticks(&self) -> u64 {
+        match self.user_timeout {
+            UserTimeout::Fixed(ut) => {
+                let after_idle = ut.as_millis().saturating_sub(u128::from(self.idle) * 1000);
+                let interval = u128::from(self.interval) * 1000;
+                // At most i32::MAX ms / 1 s, about 2.1 million: fits.
+                after_idle.div_ceil(interval).max(1) as u64
+            }
+            UserTimeout::Auto | UserTimeout::Off => u64::from(self.probes),
+        }
+    }
+
+    /// When the kernel declares a silent peer of an idle connection dead, counted from the last
+    /// segment received: `idle + interval × probes`, unless a fixed user timeout overrides the
+    /// probe count (see below). The kernel decides at that timer tick, up to
+    /// [`timer_slack`](Self::timer_slack) later.
+    ///
+    /// - With [`UserTimeout::Off`] or [`Auto`](UserTimeout::Auto): `idle + interval × probes`.
+    /// - With a [`Fixed`](UserTimeout::Fixed) user timeout, the kernel ignores the probe count:
+    ///   the socket dies at the first probe tick `idle + k × interval` with `k ≥ 1` that is at or
+    ///   past the user timeout. `1/1/3` with a 20 s user timeout dies after 20 s, not 4 s;
+    ///   `2/2/10` with 3 s dies after 4 s, not 22 s (both measured: docs/kernel.md).
+    ///
+    /// With data in flight, keepalive never fires: the user timeout, counted from the first
+    /// retransmission (one RTO, at least 200 ms, after the write), decides instead. `Auto`
+    /// leaves half an interval (at most 1 s) for that RTO, so a silent peer is still found within
+    /// this bound. One exception: ICMP host or network unreachable answers make Linux revert its
+    /// retransmission backoff (RFC 6069) and re-arm the timer without clamping it to the user
+    /// timeout, which can delay the verdict by up to one RTO (measured 0.4–1.0 s past the bound
+    /// of `1/1/3`). With `Off`, data in flight fails only after `tcp_retries2` (about 924.6 s by
+    /// default; see [`SystemKeepalive::retransmit_bound`](crate::SystemKeepalive::retransmit_bound)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::{KeepalivePolicy, UserTimeout};
+    ///
+    /// let bound = KeepalivePolicy::LINUX_DEFAULT.detection_bound();
+    /// assert_eq!(bound.as_secs(), 7875);
+    /// assert_eq!(humantime::format_duration(bound).to_string(), "2h 11m 15s");
+    ///
+    /// let p: KeepalivePolicy = "idle=1s,interval=1s,probes=3,user_timeout=20s".parse()?;
+    /// assert_eq!(p.detection_bound(), Duration::from_secs(20));
+    /// let q: KeepalivePolicy = "idle=2s,interval=2s,probes=10,user_timeout=3s".parse()?;
+    /// assert_eq!(q.detection_bound(), Duration::from_secs(4));
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn detection_bound(&self) -> Duration {
+        Duration::from_secs(u64::from(self.idle) + u64::from(self.interval) * self.probe_ticks())
+    }
+
+    /// How much later than [`detection_bound`](Self::detection_bound) the kernel may declare the
+    /// peer dead, because its timers fire late.
+    ///
+    /// Linux's timer wheel rounds each expiry up to the granularity of the wheel level the delay
+    /// falls in: 1 jiffy below 63 jiffies, then 8ⁿ jiffies for delays from 63·8ⁿ⁻¹ jiffies (at
+    /// most 12.7 % of the delay), plus up to one jiffy to the next tick. The keepalive timer is
+    /// armed once for the idle time and once per probe interval; this sums their worst case and
+    /// takes the largest over the common kernel clock rates, `HZ` = 100, 250, 300 and 1000.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use deadpeer::KeepalivePolicy;
+    ///
+    /// let p = KeepalivePolicy::new(Duration::from_secs(1), Duration::from_secs(1), 3)?;
+    /// // At HZ=100 each 1 s timer can be 80 ms + 10 ms late: 4 × 90 ms.
+    /// assert_eq!(p.timer_slack(), Duration::from_millis(360));
+    /// # Ok::<(), deadpeer::PolicyError>(())
+    /// ```
+    pub fn timer_slack(&self) -> Duration {
+        const HZ: [u64; 4] = [100, 250, 300, 1000];
+        let ticks = u128::from(self.probe_ticks());
+        HZ.iter()
+            .map(|&hz| {
+                let late = |secs: u32| u128::from(wheel_granularity(u64::from(secs) * hz) + 1);
+                let jiffies = late(self.idle) + ticks * late(self.interval);
+                Duration::from_nanos((jiffies * 1_000_000_000 / u128::from(hz)) as u64)
+            })
+            .max()
+            .unwrap_or_default()
     }
 
     /// A policy that finds a dead peer within `within`.
@@ -528,6 +608,17 @@ fn check_user_timeout(d: Duration) -> Result<(), PolicyError> {
         ));
     }
     Ok(())
+}
+
+/// The granularity, in jiffies, of the timer-wheel level that a timer `delay` jiffies out lands
+/// in (`calc_wheel_index` in kernel/time/timer.c): level 0 below 63 jiffies, level n for
+/// `63·8ⁿ⁻¹ ≤ delay < 63·8ⁿ`, with granularity 8ⁿ; at most 8 levels deep.
+fn wheel_granularity(delay: u64) -> u64 {
+    let mut level = 0;
+    while level < 8 && delay >= 63 << (3 * level) {
+        level += 1;
+    }
+    1 << (3 * level)
 }
 
 /// Formats a duration the way the canonical string form writes it: whole seconds as `Ns`,

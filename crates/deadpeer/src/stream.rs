@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
@@ -16,12 +17,13 @@ use crate::policy::KeepalivePolicy;
 use crate::sys::{self, SocketKeepalive, TcpInfo};
 use crate::{DeadPeer, trace};
 
-/// A connection that exposes its TCP socket, so deadpeer can set options on it and watch it.
+/// A connection that owns a TCP socket, so deadpeer can set options on it and watch it.
 ///
 /// Implemented for [`TcpStream`], for [`KeepaliveStream`], and with the `hyper` feature for
-/// `hyper_util::rt::TokioIo<T>`. Implement it for your own wrappers (a TLS stream, say) by
-/// returning the TCP stream inside.
-pub trait AsTcpStream {
+/// `hyper_util::rt::TokioIo<T>`. Sealed: a watched connection's socket must stay the same socket
+/// for the connection's whole life, which these types guarantee. Put TLS *over* a
+/// `KeepaliveStream` (a death then surfaces through the TLS stream as the same `DeadPeer`).
+pub trait AsTcpStream: sealed::SealedIo {
     /// The TCP stream underneath.
     fn as_tcp_stream(&self) -> &TcpStream;
 }
@@ -46,15 +48,25 @@ impl<T: AsTcpStream> AsTcpStream for hyper_util::rt::TokioIo<T> {
 }
 
 /// The stream's side of the latch: what a death report needs, and the state shared with
-/// `Liveness` handles, created on the first `liveness()` or error so that wrapping a connection
-/// allocates nothing. Dropping it marks the shared state closed, so `Liveness` lets go of the
-/// socket.
+/// `Liveness` handles, created on the first `liveness()` or death so that wrapping a connection
+/// allocates nothing. Dropping it marks the shared state closed and stops watching the socket,
+/// which must still be open then (see the field order of `KeepaliveStream`).
 pub(crate) struct Latch {
     meta: Meta,
+    /// The application shut down its write side: `EPIPE` is then its own doing.
+    shut_down: bool,
     shared: OnceLock<Arc<Shared>>,
 }
 
 impl Latch {
+    fn new(meta: Meta) -> Self {
+        Self {
+            meta,
+            shut_down: false,
+            shared: OnceLock::new(),
+        }
+    }
+
     fn shared(&self) -> &Arc<Shared> {
         self.shared.get_or_init(|| Arc::new(Shared::new(self.meta)))
     }
@@ -65,23 +77,40 @@ impl Latch {
         self.shared.get()?.latched()
     }
 
-    /// See [`Shared::latched_after_read`]; without a `Liveness` nobody else can have taken the
-    /// error.
-    #[inline]
-    pub(crate) fn latched_after_read(&self) -> Option<&DeadPeer> {
-        self.shared.get()?.latched_after_read()
+    /// An error from the socket: a death becomes the latched `DeadPeer` (as an `io::Error`),
+    /// anything else passes through unchanged.
+    pub(crate) fn on_error(&self, socket: &TcpStream, err: io::Error) -> io::Error {
+        let dead = match err.raw_os_error() {
+            Some(errno) => self.verdict(socket, Some(errno)),
+            None => self.latched().cloned(),
+        };
+        dead.map_or(err, io::Error::from)
     }
 
-    /// See [`Shared::map_error`].
-    pub(crate) fn map_error(&self, socket: &TcpStream, err: io::Error) -> io::Error {
-        self.shared().map_error(socket, err)
+    /// End of file: a FIN, or what follows a death (whose error someone else may have taken).
+    /// One `TCP_INFO` read, once per connection.
+    pub(crate) fn on_eof(&self, socket: &TcpStream) -> Option<DeadPeer> {
+        self.verdict(socket, None)
+    }
+
+    fn verdict(&self, socket: &TcpStream, seen: Option<i32>) -> Option<DeadPeer> {
+        if let Some(dead) = self.latched() {
+            return Some(dead.clone());
+        }
+        // Allocate the shared state only for a connection the kernel closed.
+        if self.shared.get().is_none()
+            && sys::tcp_info(socket).is_ok_and(|i| i.state != TcpInfo::CLOSE)
+        {
+            return None;
+        }
+        self.shared().verdict(socket.as_fd(), seen, self.shut_down)
     }
 }
 
 impl Drop for Latch {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.get() {
-            shared.close();
+            shared.close(None);
         }
     }
 }
@@ -118,9 +147,11 @@ pin_project_lite::pin_project! {
     /// # Ok(()) }
     /// ```
     pub struct KeepaliveStream<S> {
+        // First: fields drop in order, and the latch must stop watching the socket before `io`
+        // closes it (the invariant of `sys::WatchedFd`).
+        latch: Latch,
         #[pin]
         io: S,
-        latch: Latch,
     }
 }
 
@@ -140,8 +171,22 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
     /// Wraps `io` without changing its socket options: for connections whose policy was set
     /// elsewhere (inherited from a listener, or set before connecting). Deaths still surface as
     /// [`DeadPeer`]s; [`DeadPeer::policy`] is `None`.
+    ///
+    /// If the socket has keepalive off (`SO_KEEPALIVE` is 0), a WARN says so, once per process:
+    /// the kernel then never probes, so a peer that goes silent on an idle connection is never
+    /// found. Resets, refusals and unreachable answers, and data that stays unacknowledged until
+    /// `TCP_USER_TIMEOUT` or `tcp_retries2` runs out, are still seen by reads, writes and
+    /// [`Liveness::dead`].
     pub fn wrap(io: S) -> Self {
-        let (peer, local) = addrs(io.as_tcp_stream());
+        let tcp = io.as_tcp_stream();
+        let (peer, local) = addrs(tcp);
+        if !socket2::SockRef::from(tcp).keepalive().unwrap_or(true) {
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                trace::keepalive_off(peer);
+            }
+        }
         Self::from_parts(io, peer, local, None)
     }
 
@@ -152,22 +197,20 @@ impl<S: AsTcpStream> KeepaliveStream<S> {
         policy: Option<KeepalivePolicy>,
     ) -> Self {
         Self {
+            latch: Latch::new(Meta::new(peer, local, policy)),
             io,
-            latch: Latch {
-                meta: Meta::new(peer, local, policy),
-                shared: OnceLock::new(),
-            },
         }
     }
 
     /// A handle whose [`dead()`](Liveness::dead) resolves when the kernel declares the peer dead,
     /// even with no read or write pending. It shares this stream's latch.
     ///
-    /// The first call duplicates the socket's descriptor for the watcher (one `fcntl`); the
-    /// duplicate is closed when the stream is dropped.
+    /// The first call registers the socket's own descriptor with deadpeer's error-only epoll
+    /// instance (one `epoll_ctl`; no duplicate descriptor, no wake-ups on data). Dropping the
+    /// stream ends the watch and closes the socket at once.
     pub fn liveness(&self) -> Liveness {
         let shared = self.latch.shared();
-        shared.prepare_watch(self.io.as_tcp_stream());
+        shared.watch(self.io.as_tcp_stream().as_fd());
         Liveness::new(Arc::clone(shared))
     }
 
@@ -252,14 +295,17 @@ impl<S> KeepaliveStream<S> {
         &self.io
     }
 
-    /// The wrapped connection, mutably. Reading from it directly bypasses the latch.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
-    }
-
-    /// Unwraps the connection. Its [`Liveness`] handles become [`Closed`](crate::State::Closed).
-    pub fn into_inner(self) -> S {
-        self.io
+    /// Unwraps the connection. Its [`Liveness`] handles become [`Closed`](crate::State::Closed)
+    /// and their pending `dead()` futures resolve to `None`.
+    pub fn into_inner(self) -> S
+    where
+        S: AsTcpStream,
+    {
+        let Self { latch, io } = self;
+        if let Some(shared) = latch.shared.get() {
+            shared.close(Some(io.as_tcp_stream().as_fd()));
+        }
+        io
     }
 }
 
@@ -272,6 +318,19 @@ pub(crate) fn verify(tcp: &TcpStream, policy: &KeepalivePolicy) -> io::Result<So
             "keepalive options read back ({got:?}) differ from the policy ({policy}); another \
              component may have changed them"
         )))
+    }
+}
+
+impl<S: AsTcpStream> AsFd for KeepaliveStream<S> {
+    /// The TCP socket's descriptor, for socket options (`socket2::SockRef::from(&stream)`).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.io.as_tcp_stream().as_fd()
+    }
+}
+
+impl<S: AsTcpStream> AsRawFd for KeepaliveStream<S> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.io.as_tcp_stream().as_raw_fd()
     }
 }
 
@@ -295,25 +354,21 @@ impl<S: AsyncRead + AsTcpStream> AsyncRead for KeepaliveStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut this = self.project();
-        let shared = &*this.latch;
-        if let Some(dead) = shared.latched() {
+        let latch = &*this.latch;
+        if let Some(dead) = latch.latched() {
             return Poll::Ready(Err(dead.clone().into()));
         }
         let before = buf.filled().len();
-        match ready!(this.io.as_mut().poll_read(cx, buf)) {
-            Ok(()) => {
-                // EOF: a FIN, or a death whose error a `Liveness` consumed first.
-                if buf.filled().len() == before && buf.remaining() > 0 {
-                    if let Some(dead) = shared.latched_after_read() {
-                        return Poll::Ready(Err(dead.clone().into()));
-                    }
-                }
-                Poll::Ready(Ok(()))
+        let result = ready!(this.io.as_mut().poll_read(cx, buf));
+        let tcp = this.io.as_ref().get_ref().as_tcp_stream();
+        Poll::Ready(match result {
+            // EOF: a FIN, or what follows a death.
+            Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => {
+                latch.on_eof(tcp).map_or(Ok(()), |dead| Err(dead.into()))
             }
-            Err(e) => Poll::Ready(Err(
-                shared.map_error(this.io.as_ref().get_ref().as_tcp_stream(), e)
-            )),
-        }
+            Ok(()) => Ok(()),
+            Err(e) => Err(latch.on_error(tcp, e)),
+        })
     }
 }
 
@@ -324,7 +379,7 @@ impl<S: AsyncWrite + AsTcpStream> KeepaliveStream<S> {
                 let this = self.project();
                 Poll::Ready(Err(this
                     .latch
-                    .map_error(this.io.as_ref().get_ref().as_tcp_stream(), e)))
+                    .on_error(this.io.as_ref().get_ref().as_tcp_stream(), e)))
             }
             other => other,
         }
@@ -361,12 +416,21 @@ impl<S: AsyncWrite + AsTcpStream> AsyncWrite for KeepaliveStream<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(dead) = self.latch.latched() {
+            return Poll::Ready(Err(dead.clone().into()));
+        }
         let r = self.as_mut().project().io.poll_flush(cx);
         self.map_write(r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(dead) = self.latch.latched() {
+            return Poll::Ready(Err(dead.clone().into()));
+        }
         let r = self.as_mut().project().io.poll_shutdown(cx);
+        if let Poll::Ready(Ok(())) = r {
+            self.as_mut().project().latch.shut_down = true;
+        }
         self.map_write(r)
     }
 }
@@ -470,6 +534,12 @@ pub(crate) fn apply_logged(
 mod sealed {
     pub trait Sealed {}
     impl Sealed for tokio::net::TcpStream {}
+
+    pub trait SealedIo {}
+    impl SealedIo for tokio::net::TcpStream {}
+    impl<S: super::AsTcpStream> SealedIo for super::KeepaliveStream<S> {}
+    #[cfg(feature = "hyper")]
+    impl<T: super::AsTcpStream> SealedIo for hyper_util::rt::TokioIo<T> {}
 }
 
 /// Keepalive methods on [`TcpStream`]. Sealed.

@@ -45,9 +45,35 @@ impl fmt::Display for OptPolicy<'_> {
     }
 }
 
-/// WARN `dead peer detected`.
-pub(crate) fn dead_peer_detected(dead: &DeadPeer) {
+/// The subscriber that was current where a connection started being watched, so that a death
+/// seen on the reaper thread is reported where the application would have seen it.
+#[derive(Clone)]
+pub(crate) struct Context {
     #[cfg(feature = "tracing")]
+    dispatch: tracing::Dispatch,
+}
+
+impl Context {
+    pub(crate) fn current() -> Self {
+        Self {
+            #[cfg(feature = "tracing")]
+            dispatch: tracing::dispatcher::get_default(Clone::clone),
+        }
+    }
+}
+
+/// WARN `dead peer detected`, in `context` when given (the reaper thread's report), else in the
+/// current one.
+pub(crate) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
+    #[cfg(feature = "tracing")]
+    match context {
+        Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)),
+        None => emit_dead_peer(dead),
+    }
+}
+
+#[cfg(feature = "tracing")]
+fn emit_dead_peer(dead: &DeadPeer) {
     tracing::warn!(
         peer.addr = %Addr(dead.peer_addr()),
         local.addr = %Addr(dead.local_addr()),
@@ -107,5 +133,27 @@ pub(crate) fn not_inherited(local: Option<SocketAddr>, policy: &KeepalivePolicy)
         local.addr = %Addr(local),
         policy = %policy,
         "accepted socket did not inherit the listener's keepalive options; applying them per socket"
+    );
+}
+
+/// WARN when a connection cannot be watched (no epoll instance or thread): its `dead()` then
+/// resolves only when a read or write sees the death.
+pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        peer.addr = %Addr(peer),
+        error = %error,
+        "cannot watch connection; dead() resolves only when a read or write sees the death"
+    );
+}
+
+/// WARN, once per process, when a stream is wrapped whose socket has keepalive off.
+pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(
+        peer.addr = %Addr(peer),
+        "wrapped connection has keepalive off; a silent peer on an idle connection is never \
+         found (resets, and timeouts of unacknowledged data, still are); apply a KeepalivePolicy \
+         (warned once per process)"
     );
 }

@@ -1,20 +1,19 @@
-//! The confusion matrix: each real fault gives exactly its cause, within the bound; the verdict is
-//! latched and announced once. Dead peers come from the testkit's network namespaces.
+//! The confusion matrix, timeouts: each real fault gives exactly its cause, within the policy's
+//! (truthful) bound; the verdict is latched on every observer and announced once. Dead peers come
+//! from the testkit's network namespaces.
 
 mod common;
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use common::{OVERSHOOT, capture, client_pair, policy};
-use deadpeer::{Cause, DeadPeer, UserTimeout};
+use common::*;
+use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream, UserTimeout};
 use deadpeer_testkit::lab_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-async fn read_err(
-    stream: &mut deadpeer::KeepaliveStream<tokio::net::TcpStream>,
-    limit: Duration,
-) -> io::Error {
+async fn read_err(stream: &mut KeepaliveStream<TcpStream>, limit: Duration) -> io::Error {
     let mut buf = [0u8; 64];
     match tokio::time::timeout(limit, stream.read(&mut buf)).await {
         Ok(Err(e)) => e,
@@ -33,24 +32,20 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
     let (events, _guard) = capture();
     let p = policy(1, 1, 3);
     let (mut client, _server) = client_pair(&lab, 7101, &p).await;
+    let liveness = client.liveness();
     let start = Instant::now();
     lab.blackhole().unwrap();
 
-    let err = read_err(&mut client, p.detection_bound() + Duration::from_secs(3)).await;
+    let err = read_err(&mut client, deadline(&p) + Duration::from_secs(2)).await;
     let elapsed = start.elapsed();
-    assert!(
-        elapsed <= p.detection_bound() + OVERSHOOT,
-        "died after {elapsed:?}, bound {:?}",
-        p.detection_bound()
-    );
+    assert_within_bound(elapsed, &p);
     assert!(
         elapsed >= Duration::from_secs(3),
-        "died after only {elapsed:?}: probes take 3 s"
+        "probes take 3 s: {elapsed:?}"
     );
-    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     let dead = DeadPeer::from_io(&err).expect("a DeadPeer").clone();
-    assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
-    assert_eq!(dead.raw_os_error(), Some(110));
+    assert_cause(&dead, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     assert_eq!(dead.policy(), Some(&p));
     assert_eq!(
         dead.peer_addr(),
@@ -59,49 +54,14 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
     assert_eq!(dead.local_addr().map(|a| a.ip()), Some(lab.client_addr()));
     let idle = dead.idle_for().expect("TCP_INFO on Linux");
     assert!(
-        idle >= Duration::from_secs(3) && idle <= p.detection_bound() + OVERSHOOT,
+        idle >= Duration::from_secs(3) && idle <= deadline(&p),
         "idle_for {idle:?}"
     );
 
-    // The latch: the kernel would now say EOF and EPIPE; the stream repeats the verdict.
-    let mut buf = [0u8; 8];
-    let again = client.read(&mut buf).await.unwrap_err();
-    assert_eq!(again.kind(), io::ErrorKind::TimedOut);
-    assert_eq!(DeadPeer::from_io(&again).unwrap().raw_os_error(), Some(110));
-    assert_eq!(
-        DeadPeer::from_io(&again).unwrap().connected_for(),
-        dead.connected_for()
-    );
-    let write = client.write_all(b"more").await.unwrap_err();
-    assert_eq!(write.kind(), io::ErrorKind::TimedOut);
-    assert_eq!(
-        DeadPeer::from_io(&write).unwrap().cause(),
-        Cause::KeepaliveTimeout
-    );
-    assert_eq!(
-        client.dead_peer().map(DeadPeer::cause),
-        Some(Cause::KeepaliveTimeout)
-    );
-
-    // Exactly one event, with every fixed field.
-    let detected = events.with_message("dead peer detected");
-    assert_eq!(detected.len(), 1, "{detected:#?}");
-    let e = &detected[0];
-    assert_eq!(e.level, tracing::Level::WARN);
-    assert!(e.target.starts_with("deadpeer"), "{}", e.target);
-    for field in [
-        "peer.addr",
-        "local.addr",
-        "cause",
-        "connected_for",
-        "idle_for",
-        "policy",
-        "errno",
-    ] {
-        assert!(e.fields.contains_key(field), "missing {field} in {e:#?}");
-    }
-    assert_eq!(e.fields["cause"], "keepalive_timeout");
-    assert_eq!(e.fields["errno"], "110");
+    // The latch: the kernel would now say EOF and EPIPE; every observer repeats the verdict.
+    assert_latched_everywhere(&mut client, &liveness, &dead).await;
+    assert_one_event(&events, &dead);
+    let e = &events.with_message("dead peer detected")[0];
     assert_eq!(e.fields["peer.addr"], format!("{}:7101", lab.server_addr()));
     assert_eq!(e.fields["policy"], p.to_string());
 }
@@ -111,63 +71,129 @@ async fn unacked_data_with_auto_user_timeout_is_retransmit_timeout() {
     let Some(lab) = lab_or_skip("unacked_data_with_auto_user_timeout_is_retransmit_timeout") else {
         return;
     };
+    let (events, _guard) = capture();
     let p = policy(1, 1, 3);
     assert_eq!(p.user_timeout(), UserTimeout::Auto);
     let (mut client, _server) = client_pair(&lab, 7102, &p).await;
+    let liveness = client.liveness();
     lab.blackhole().unwrap();
     let start = Instant::now();
     client.write_all(&[7u8; 1000]).await.unwrap();
 
-    let err = read_err(&mut client, p.detection_bound() + Duration::from_secs(5)).await;
-    let elapsed = start.elapsed();
-    let dead = DeadPeer::from_io(&err).expect("a DeadPeer");
-    assert_eq!(dead.cause(), Cause::RetransmitTimeout, "{dead}");
-    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-    assert!(
-        elapsed <= p.detection_bound() + OVERSHOOT,
-        "died after {elapsed:?}, bound {:?}",
-        p.detection_bound()
-    );
+    let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(3)).await;
+    assert_within_bound(start.elapsed(), &p);
+    assert_cause(&dead, Cause::RetransmitTimeout, libc::ETIMEDOUT);
+    assert_latched_everywhere(&mut client, &liveness, &dead).await;
+    assert_one_event(&events, &dead);
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn forgotten_connection_is_reset() {
-    let Some(lab) = lab_or_skip("forgotten_connection_is_reset") else {
+async fn forgotten_connection_is_reset_at_the_first_probe() {
+    let Some(lab) = lab_or_skip("forgotten_connection_is_reset_at_the_first_probe") else {
         return;
     };
+    let (events, _guard) = capture();
     let p = policy(1, 1, 3);
     let (mut client, server) = client_pair(&lab, 7103, &p).await;
+    let liveness = client.liveness();
     let start = Instant::now();
     lab.forget(server.into_std().unwrap()).unwrap();
 
-    let err = read_err(&mut client, p.detection_bound() + Duration::from_secs(3)).await;
-    let dead = DeadPeer::from_io(&err).expect("a DeadPeer");
-    assert_eq!(dead.cause(), Cause::Reset, "{dead}");
+    let err = read_err(&mut client, deadline(&p) + Duration::from_secs(2)).await;
+    let dead = DeadPeer::from_io(&err).expect("a DeadPeer").clone();
+    assert_cause(&dead, Cause::Reset, libc::ECONNRESET);
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
-    assert_eq!(dead.raw_os_error(), Some(104));
-    // The first probe (after 1 s idle) meets the RST.
-    assert!(
-        start.elapsed() < p.detection_bound(),
-        "{:?}",
-        start.elapsed()
-    );
+    // The first probe, after the idle time, meets the RST.
+    let first_probe = p.idle() + p.timer_slack() + WAKE;
+    assert!(start.elapsed() <= first_probe, "{:?}", start.elapsed());
+    assert_latched_everywhere(&mut client, &liveness, &dead).await;
+    assert_one_event(&events, &dead);
 }
 
+/// A fixed user timeout above the probe bound replaces the probe count: `1/1/2` finds a silent
+/// peer after 3 s, but with a 6 s user timeout only after 6 s, and `detection_bound` says so.
 #[tokio::test(flavor = "current_thread")]
-async fn unreachable_with_unacked_data_is_unreachable() {
-    let Some(lab) = lab_or_skip("unreachable_with_unacked_data_is_unreachable") else {
+async fn fixed_user_timeout_above_the_probe_bound_is_the_bound() {
+    let Some(lab) = lab_or_skip("fixed_user_timeout_above_the_probe_bound_is_the_bound") else {
         return;
     };
-    let p = policy(1, 1, 3);
-    let (mut client, _server) = client_pair(&lab, 7104, &p).await;
-    lab.unreachable().unwrap();
-    client.write_all(&[7u8; 1000]).await.unwrap();
+    let p = policy(1, 1, 2)
+        .with_user_timeout(UserTimeout::Fixed(Duration::from_secs(6)))
+        .unwrap();
+    assert_eq!(p.detection_bound(), Duration::from_secs(6));
+    fixed_user_timeout(&lab, 7104, &p).await;
+}
 
-    let err = read_err(&mut client, p.detection_bound() + Duration::from_secs(5)).await;
-    let dead = DeadPeer::from_io(&err).expect("a DeadPeer");
-    assert_eq!(dead.cause(), Cause::Unreachable, "{dead}");
-    assert_eq!(dead.raw_os_error(), Some(113));
-    assert_eq!(err.kind(), io::ErrorKind::HostUnreachable);
+/// A fixed user timeout below the probe bound cuts it short: `2/2/10` would take 22 s, but a 3 s
+/// user timeout ends it at the first probe tick past 3 s, 4 s.
+#[tokio::test(flavor = "current_thread")]
+async fn fixed_user_timeout_below_the_probe_bound_is_the_bound() {
+    let Some(lab) = lab_or_skip("fixed_user_timeout_below_the_probe_bound_is_the_bound") else {
+        return;
+    };
+    let p = policy(2, 2, 10)
+        .with_user_timeout(UserTimeout::Fixed(Duration::from_secs(3)))
+        .unwrap();
+    assert_eq!(p.detection_bound(), Duration::from_secs(4));
+    fixed_user_timeout(&lab, 7105, &p).await;
+}
+
+async fn fixed_user_timeout(lab: &deadpeer_testkit::Lab, port: u16, p: &KeepalivePolicy) {
+    let (events, _guard) = capture();
+    let (mut client, _server) = client_pair(lab, port, p).await;
+    let liveness = client.liveness();
+    let start = Instant::now();
+    lab.blackhole().unwrap();
+    let dead = wait_dead(&liveness, deadline(p) + Duration::from_secs(3)).await;
+    let elapsed = start.elapsed();
+    assert_within_bound(elapsed, p);
+    // Not a probe tick earlier: the bound is also when it happens, not only a limit.
+    let tick_before = p.detection_bound() - p.interval();
+    assert!(
+        elapsed > tick_before,
+        "died after {elapsed:?}, before the tick at {tick_before:?}"
+    );
+    assert_cause(&dead, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
+    assert_latched_everywhere(&mut client, &liveness, &dead).await;
+    assert_one_event(&events, &dead);
+}
+
+/// A healthy peer whose application stops reading is not a vanished peer: its kernel answers
+/// every zero-window probe, and the user timeout ends the connection as `Stalled`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_that_stops_reading_is_stalled_not_dead() {
+    let Some(lab) = lab_or_skip("a_peer_that_stops_reading_is_stalled_not_dead") else {
+        return;
+    };
+    let (events, _guard) = capture();
+    let p = policy(1, 1, 3);
+    let (mut client, _server) = client_pair(&lab, 7106, &p).await;
+    let liveness = client.liveness();
+    let start = Instant::now();
+    // The server never reads: the writer fills both buffers and then blocks, until the kernel
+    // gives up at the user timeout.
+    let chunk = vec![0x55u8; 64 * 1024];
+    let err = loop {
+        match tokio::time::timeout(deadline(&p) + Duration::from_secs(3), client.write(&chunk))
+            .await
+        {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => break e,
+            Err(_) => panic!("the blocked writer was not released"),
+        }
+    };
+    let elapsed = start.elapsed();
+    let dead = DeadPeer::from_io(&err).expect("a DeadPeer").clone();
+    assert_cause(&dead, Cause::Stalled, libc::ETIMEDOUT);
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    let user_timeout = p.effective_user_timeout().unwrap();
+    assert!(
+        elapsed >= user_timeout,
+        "{elapsed:?} before the user timeout"
+    );
+    assert_within_bound(elapsed, &p);
+    assert_latched_everywhere(&mut client, &liveness, &dead).await;
+    assert_one_event(&events, &dead);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -177,7 +203,7 @@ async fn fin_is_a_plain_eof_and_never_a_death() {
     };
     let (events, _guard) = capture();
     let p = policy(1, 1, 3);
-    let (mut client, server) = client_pair(&lab, 7105, &p).await;
+    let (mut client, server) = client_pair(&lab, 7107, &p).await;
     let liveness = client.liveness();
     lab.fin(server.into_std().unwrap()).unwrap();
 
@@ -187,9 +213,15 @@ async fn fin_is_a_plain_eof_and_never_a_death() {
         .unwrap()
         .unwrap();
     assert_eq!(n, 0, "EOF");
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0, "EOF again");
     assert!(client.dead_peer().is_none());
     // Nothing dies afterwards either, not even over the whole bound.
-    let wait = tokio::time::timeout(p.detection_bound() + OVERSHOOT, liveness.dead()).await;
+    let wait = tokio::time::timeout(deadline(&p), liveness.dead()).await;
     assert!(wait.is_err(), "a FIN was reported as a death: {wait:?}");
+    assert!(events.with_message("dead peer detected").is_empty());
+    // Our own shutdown completes the close: still no death, and dead() ends on drop.
+    client.shutdown().await.unwrap();
+    drop(client);
+    assert!(liveness.dead().await.is_none());
     assert!(events.with_message("dead peer detected").is_empty());
 }

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{OVERSHOOT, capture, policy};
+use common::{assert_within_bound, capture, deadline, policy, wait_dead};
 use deadpeer::{Cause, ListenerMode, TcpListenerExt};
 use deadpeer_testkit::lab_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,17 +69,8 @@ async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_acc
     let start = Instant::now();
     lab.blackhole().unwrap();
 
-    let dead = tokio::time::timeout(
-        p.detection_bound() + Duration::from_secs(3),
-        liveness.dead(),
-    )
-    .await
-    .unwrap();
-    assert!(
-        start.elapsed() <= p.detection_bound() + OVERSHOOT,
-        "{:?}",
-        start.elapsed()
-    );
+    let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(3)).await;
+    assert_within_bound(start.elapsed(), &p);
     assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
     assert_eq!(dead.peer_addr(), Some(peer));
     assert_eq!(dead.local_addr(), Some(addr));

@@ -281,7 +281,7 @@ impl Clients {
         let dead = watched.liveness().dead();
         tokio::spawn(async move {
             let d = dead.await;
-            panic!("bench connection died: {d}");
+            panic!("bench connection died: {d:?}");
         });
         tokio::task::yield_now().await;
         Clients {

@@ -1,8 +1,8 @@
 //! The only code that touches socket options, `TCP_INFO` and `cfg(target_os)`.
 //!
-//! Portable work goes through [socket2](https://docs.rs/socket2); the one piece of FFI,
-//! `getsockopt(TCP_INFO)`, lives in [`tcp_info`]. Each function documents which socket options it
-//! sets or reads on which OS.
+//! Portable work goes through [socket2](https://docs.rs/socket2). The FFI is `getsockopt(TCP_INFO)`
+//! in [`tcp_info`] and the error-only epoll of the reaper in `watch`. Each function documents
+//! which socket options it sets or reads on which OS.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -13,6 +13,11 @@ use socket2::{SockRef, TcpKeepalive};
 #[cfg(feature = "tokio")]
 use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
+
+#[cfg(feature = "tokio")]
+mod watch;
+#[cfg(feature = "tokio")]
+pub(crate) use watch::{OnError, WatchedFd};
 
 /// The keepalive options in effect on a socket, read back by [`inspect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +71,12 @@ pub struct TcpInfo {
     pub last_ack_recv: Duration,
     /// `tcpi_rtt`: smoothed round-trip time.
     pub rtt: Duration,
+    /// `tcpi_rto`: the current retransmission timeout, backoff included.
+    pub rto: Duration,
+    /// `tcpi_snd_wnd`: the peer's advertised receive window, in bytes; 0 while the peer's
+    /// application is not reading and its buffer is full. `None` on kernels older than 6.2,
+    /// whose `tcp_info` ends before this field.
+    pub snd_wnd: Option<u32>,
 }
 
 impl TcpInfo {
@@ -218,6 +229,8 @@ pub fn tcp_info(socket: &impl AsFd) -> io::Result<TcpInfo> {
     // overwrote a prefix of them with another valid value (older kernels fill less).
     let raw = unsafe { raw.assume_init() };
     let ms = |v: u32| Duration::from_millis(v.into());
+    let has_snd_wnd =
+        len as usize >= std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + size_of::<u32>();
     Ok(TcpInfo {
         state: raw.tcpi_state,
         probes: raw.tcpi_probes,
@@ -227,6 +240,8 @@ pub fn tcp_info(socket: &impl AsFd) -> io::Result<TcpInfo> {
         last_data_recv: ms(raw.tcpi_last_data_recv),
         last_ack_recv: ms(raw.tcpi_last_ack_recv),
         rtt: Duration::from_micros(raw.tcpi_rtt.into()),
+        rto: Duration::from_micros(raw.tcpi_rto.into()),
+        snd_wnd: has_snd_wnd.then_some(raw.tcpi_snd_wnd),
     })
 }
 
@@ -243,24 +258,66 @@ pub fn tcp_info(_socket: &impl AsFd) -> io::Result<TcpInfo> {
     ))
 }
 
-/// Classifies an OS error seen on a connection as a death, using `TCP_INFO` read at that moment.
+/// The kernel's verdict on a connection that reported `errno`: `Some(cause)` when the kernel
+/// closed it, `None` when the error leaves the connection alive (a transient error, or one of the
+/// application's own making).
 ///
-/// `ECONNRESET` is a reset; `EHOSTUNREACH` and `ENETUNREACH` are unreachable; for
-/// `ETIMEDOUT`, backoff or retransmissions mean unacknowledged data ran out of time, and otherwise
-/// the keepalive probes went unanswered. Every other error is not a death.
+/// With `TCP_INFO` (Linux), a connection is dead when its state is `CLOSE`; the errno then names
+/// the cause (docs/kernel.md, "How connections die"):
+///
+/// | errno | cause |
+/// |---|---|
+/// | `ETIMEDOUT` | [`Stalled`](Cause::Stalled) when the peer's window is 0 and its last probe was answered; [`RetransmitTimeout`](Cause::RetransmitTimeout) with retransmissions, backoff, unacknowledged data or a zero window; otherwise [`KeepaliveTimeout`](Cause::KeepaliveTimeout) |
+/// | `ECONNRESET`, `EPIPE` | [`Reset`](Cause::Reset) (`EPIPE`: reset after the peer's FIN) |
+/// | `EHOSTUNREACH`, `ENETUNREACH`, `EHOSTDOWN`, `ENONET`, `EOPNOTSUPP` | [`Unreachable`](Cause::Unreachable) |
+/// | `ECONNREFUSED`, `ENOPROTOOPT`, `EACCES` | [`Refused`](Cause::Refused) |
+/// | anything else | [`Aborted`](Cause::Aborted) |
+///
+/// Without `TCP_INFO`, only the errnos that a closed connection alone returns count.
 #[cfg(feature = "tokio")]
 pub(crate) fn classify(errno: i32, info: Option<&TcpInfo>) -> Option<Cause> {
+    match info {
+        Some(info) if info.state != TcpInfo::CLOSE => None,
+        Some(info) => Some(cause_of(errno, Some(info))),
+        None => match errno {
+            libc::ETIMEDOUT
+            | libc::ECONNRESET
+            | libc::EHOSTUNREACH
+            | libc::ENETUNREACH
+            | libc::ECONNREFUSED => Some(cause_of(errno, None)),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(feature = "tokio")]
+fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
     match errno {
-        libc::ECONNRESET => Some(Cause::Reset),
-        libc::EHOSTUNREACH | libc::ENETUNREACH => Some(Cause::Unreachable),
-        libc::ETIMEDOUT => Some(match info {
-            Some(i) if i.backoff > 0 || i.retransmits > 0 || i.unacked > 0 => {
+        libc::ETIMEDOUT => match info {
+            Some(i) if i.snd_wnd == Some(0) && i.probes == 0 => Cause::Stalled,
+            Some(i)
+                if i.retransmits > 0 || i.backoff > 0 || i.unacked > 0 || i.snd_wnd == Some(0) =>
+            {
                 Cause::RetransmitTimeout
             }
             _ => Cause::KeepaliveTimeout,
-        }),
-        _ => None,
+        },
+        libc::ECONNRESET | libc::EPIPE => Cause::Reset,
+        libc::EHOSTUNREACH
+        | libc::ENETUNREACH
+        | libc::EHOSTDOWN
+        | libc::ENONET
+        | libc::EOPNOTSUPP => Cause::Unreachable,
+        libc::ECONNREFUSED | libc::ENOPROTOOPT | libc::EACCES => Cause::Refused,
+        _ => Cause::Aborted,
     }
+}
+
+/// Whether `errno` is what a socket returns *after* the kernel closed it, rather than the reason
+/// it closed: the reason, if still pending, is in `SO_ERROR`.
+#[cfg(feature = "tokio")]
+pub(crate) fn is_aftermath(errno: i32) -> bool {
+    matches!(errno, libc::EPIPE | libc::ENOTCONN)
 }
 
 /// Takes (and clears) the socket's pending error, `SO_ERROR`.

@@ -1,17 +1,38 @@
-//! Helpers shared by the integration tests: event capture and lab connections.
+//! Helpers shared by the integration tests: event capture, lab connections, and the assertions
+//! every death test makes (the time against the bound, the latch on every observer, one event).
 #![allow(dead_code, unreachable_pub)]
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use deadpeer::{KeepalivePolicy, KeepaliveStream};
+use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream, Liveness, State};
 use deadpeer_testkit::Lab;
+use deadpeer_testkit::events::Events;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Kernel timer overshoot allowed past a policy's bound (kernel-facts: 55–140 ms measured).
-pub const OVERSHOOT: Duration = Duration::from_millis(300);
-
 pub use deadpeer_testkit::events::capture;
+
+/// From the kernel's verdict to the test's task running: the reaper thread's wake-up, the
+/// runtime's. Not a property of the kernel; kept small.
+pub const WAKE: Duration = Duration::from_millis(100);
+
+/// The latest a death may be seen under `p`: its bound, the kernel's timer slack, and [`WAKE`].
+pub fn deadline(p: &KeepalivePolicy) -> Duration {
+    p.detection_bound() + p.timer_slack() + WAKE
+}
+
+/// Asserts `elapsed` is within [`deadline`] of `p`.
+#[track_caller]
+pub fn assert_within_bound(elapsed: Duration, p: &KeepalivePolicy) {
+    assert!(
+        elapsed <= deadline(p),
+        "died after {elapsed:?}: bound {:?} + timer slack {:?} + wake-up {WAKE:?}",
+        p.detection_bound(),
+        p.timer_slack()
+    );
+}
 
 /// A policy from idle/interval/probes in seconds, user timeout auto.
 pub fn policy(idle: u64, interval: u64, probes: u32) -> KeepalivePolicy {
@@ -31,7 +52,6 @@ pub async fn client_pair(
     port: u16,
     policy: &KeepalivePolicy,
 ) -> (KeepaliveStream<TcpStream>, TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = SocketAddr::new(lab.server_addr(), port);
     let listener = lab.server().tokio_listener(addr).unwrap();
     let mut client = {
@@ -45,4 +65,85 @@ pub async fn client_pair(
     server.write_all(b"y").await.unwrap();
     client.read_exact(&mut b).await.unwrap();
     (client, server)
+}
+
+/// The `DeadPeer` inside `err`, checked to be `dead` (the same latched value: same cause, errno
+/// and age) and carried with the cause's error kind.
+#[track_caller]
+pub fn same_death(err: &io::Error, dead: &DeadPeer) {
+    let got = DeadPeer::from_io(err).unwrap_or_else(|| panic!("not a DeadPeer: {err:?}"));
+    assert_eq!(got.cause(), dead.cause(), "{got}");
+    assert_eq!(got.raw_os_error(), dead.raw_os_error(), "{got}");
+    assert_eq!(
+        got.connected_for(),
+        dead.connected_for(),
+        "not the latched value: {got}"
+    );
+    assert_eq!(err.kind(), io::Error::from(dead.clone()).kind());
+}
+
+/// Asserts that every observer of the connection reports the one latched `dead`: a read, a
+/// write, a flush, a shutdown, the liveness state and `dead()`.
+pub async fn assert_latched_everywhere(
+    stream: &mut KeepaliveStream<TcpStream>,
+    liveness: &Liveness,
+    dead: &DeadPeer,
+) {
+    let mut buf = [0u8; 16];
+    same_death(&stream.read(&mut buf).await.unwrap_err(), dead);
+    same_death(&stream.write(b"more").await.unwrap_err(), dead);
+    same_death(&stream.flush().await.unwrap_err(), dead);
+    same_death(&stream.shutdown().await.unwrap_err(), dead);
+    same_death(&stream.read(&mut buf).await.unwrap_err(), dead);
+    match liveness.state() {
+        State::Dead(d) => assert_eq!(d.connected_for(), dead.connected_for()),
+        other => panic!("liveness state {other:?}"),
+    }
+    let again = liveness.dead().await.expect("dead() after the death");
+    assert_eq!(again.connected_for(), dead.connected_for());
+    assert_eq!(
+        stream.dead_peer().map(DeadPeer::connected_for),
+        Some(dead.connected_for())
+    );
+}
+
+/// Asserts exactly one `dead peer detected` event, for `dead`, with every fixed field.
+#[track_caller]
+pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
+    let detected = events.with_message("dead peer detected");
+    assert_eq!(detected.len(), 1, "{dead}: {:#?}", events.all());
+    let e = &detected[0];
+    assert_eq!(e.level, tracing::Level::WARN);
+    for field in [
+        "peer.addr",
+        "local.addr",
+        "cause",
+        "connected_for",
+        "idle_for",
+        "policy",
+        "errno",
+    ] {
+        assert!(e.fields.contains_key(field), "missing {field} in {e:#?}");
+    }
+    assert_eq!(e.fields["cause"], dead.cause().as_str());
+    assert_eq!(
+        e.fields["errno"],
+        dead.raw_os_error().unwrap_or(0).to_string()
+    );
+}
+
+/// Waits for `liveness.dead()`, at most `limit`, and returns the death.
+pub async fn wait_dead(liveness: &Liveness, limit: Duration) -> DeadPeer {
+    match tokio::time::timeout(limit, liveness.dead()).await {
+        Ok(Some(dead)) => dead,
+        Ok(None) => panic!("dead() resolved to None: the stream was dropped"),
+        Err(_) => panic!("no death within {limit:?}"),
+    }
+}
+
+/// Asserts a death of `cause` with OS error `errno`.
+#[track_caller]
+pub fn assert_cause(dead: &DeadPeer, cause: Cause, errno: i32) {
+    assert_eq!(dead.cause(), cause, "{dead}");
+    assert_eq!(dead.raw_os_error(), Some(errno), "{dead}");
 }

@@ -61,11 +61,16 @@ where
             }
         }
         if let Some(dead) = this.dead.as_mut() {
-            if let Poll::Ready(dead) = Pin::new(dead).poll(cx) {
-                // Reap: drop the handler now, whatever it was waiting on.
-                this.inner.set(None);
-                *this.dead = None;
-                return Poll::Ready(Err(Box::new(dead)));
+            match Pin::new(dead).poll(cx) {
+                Poll::Ready(Some(dead)) => {
+                    // Reap: drop the handler now, whatever it was waiting on.
+                    this.inner.set(None);
+                    *this.dead = None;
+                    return Poll::Ready(Err(Box::new(dead)));
+                }
+                // The handler let go of its connection: nothing left to watch.
+                Poll::Ready(None) => *this.dead = None,
+                Poll::Pending => {}
             }
         }
         Poll::Pending

@@ -3,18 +3,19 @@
 //! registration (event mask 0, edge-triggered) reports. Needs root.
 //!
 //! ```text
-//! cargo run -p deadpeer-testkit --example kernel_facts -- [CASE...]
+//! cargo run -p deadpeer --example kernel_facts -- [CASE...]
 //! ```
 //!
 //! Without arguments every case runs, in parallel. docs/kernel.md quotes its output.
-#![allow(unsafe_code, missing_docs)]
+#![allow(missing_docs)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use deadpeer_testkit::{Lab, send_nowait};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::{SockRef, TcpKeepalive};
 
 #[derive(Clone, Copy)]
@@ -32,74 +33,54 @@ const P113: Policy = Policy {
     user_timeout_ms: 3500,
 };
 
-fn info(fd: RawFd) -> libc::tcp_info {
-    // SAFETY: plain getsockopt into a zeroed POD struct of the given length.
-    unsafe {
-        let mut i: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut i as *mut libc::tcp_info).cast(),
-            &mut len,
-        );
-        i
-    }
-}
-
-fn show(i: &libc::tcp_info) -> String {
+fn show(i: &deadpeer::TcpInfo) -> String {
     format!(
-        "state={} probes={} backoff={} retransmits={} unacked={} snd_wnd={} last_data_recv={}ms last_ack_recv={}ms rto={}ms total_retrans={}",
-        i.tcpi_state,
-        i.tcpi_probes,
-        i.tcpi_backoff,
-        i.tcpi_retransmits,
-        i.tcpi_unacked,
-        i.tcpi_snd_wnd,
-        i.tcpi_last_data_recv,
-        i.tcpi_last_ack_recv,
-        i.tcpi_rto / 1000,
-        i.tcpi_total_retrans
+        "state={} probes={} backoff={} retransmits={} unacked={} snd_wnd={} last_data_recv={}ms last_ack_recv={}ms rto={}ms",
+        i.state,
+        i.probes,
+        i.backoff,
+        i.retransmits,
+        i.unacked,
+        i.snd_wnd.map_or("?".into(), |w| w.to_string()),
+        i.last_data_recv.as_millis(),
+        i.last_ack_recv.as_millis(),
+        i.rto.as_millis(),
     )
 }
 
 /// An epoll instance with `sock` registered for nothing but ERR/HUP, edge-triggered.
-fn error_epoll(fd: RawFd) -> RawFd {
-    // SAFETY: plain syscalls on descriptors this program owns.
-    unsafe {
-        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLET as u32,
-            u64: 7,
-        };
-        assert_eq!(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev), 0);
-        ep
-    }
+fn error_epoll(sock: &impl AsFd) -> Epoll {
+    let ep = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+    ep.add(sock, EpollEvent::new(EpollFlags::EPOLLET, 7))
+        .unwrap();
+    ep
 }
 
-fn epoll_events(ep: RawFd) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
-    // SAFETY: the buffer holds 8 events.
-    let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 0) };
-    for ev in evs.iter().take(n.max(0) as usize) {
-        let e = ev.events as i32;
-        let mut names = Vec::new();
-        for (bit, name) in [
-            (libc::EPOLLIN, "IN"),
-            (libc::EPOLLOUT, "OUT"),
-            (libc::EPOLLERR, "ERR"),
-            (libc::EPOLLHUP, "HUP"),
-            (libc::EPOLLRDHUP, "RDHUP"),
-        ] {
-            if e & bit != 0 {
-                names.push(name);
-            }
-        }
-        out.push(names.join("|"));
-    }
-    out
+fn epoll_events(ep: &Epoll) -> Vec<String> {
+    let mut evs = [EpollEvent::empty(); 8];
+    let n = ep.wait(&mut evs, EpollTimeout::ZERO).unwrap();
+    evs[..n]
+        .iter()
+        .map(|ev| {
+            let e = ev.events();
+            [
+                (EpollFlags::EPOLLIN, "IN"),
+                (EpollFlags::EPOLLOUT, "OUT"),
+                (EpollFlags::EPOLLERR, "ERR"),
+                (EpollFlags::EPOLLHUP, "HUP"),
+                (EpollFlags::EPOLLRDHUP, "RDHUP"),
+            ]
+            .iter()
+            .filter(|(bit, _)| e.contains(*bit))
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join("|")
+        })
+        .collect()
+}
+
+fn info(sock: &TcpStream) -> deadpeer::TcpInfo {
+    deadpeer::tcp_info(sock).unwrap()
 }
 
 fn apply(sock: &TcpStream, p: Policy) {
@@ -137,12 +118,11 @@ fn pair(lab: &Lab, port: u16, p: Policy) -> (TcpStream, TcpStream) {
 /// Samples the client until the kernel kills it (state CLOSE) or `limit` passes; returns a
 /// report line.
 fn watch(name: &str, client: &TcpStream, start: Instant, limit: Duration) -> String {
-    let fd = client.as_raw_fd();
-    let ep = error_epoll(fd);
+    let ep = error_epoll(client);
     let mut samples = Vec::new();
     let mut last_sample = Instant::now() - Duration::from_secs(1);
     loop {
-        let evs = epoll_events(ep);
+        let evs = epoll_events(&ep);
         if !evs.is_empty() {
             samples.push(format!(
                 "  epoll at {:.3}s: {:?}",
@@ -150,13 +130,13 @@ fn watch(name: &str, client: &TcpStream, start: Instant, limit: Duration) -> Str
                 evs
             ));
         }
-        let i = info(fd);
-        if i.tcpi_state == 7 {
+        let i = info(client);
+        if i.state == deadpeer::TcpInfo::CLOSE {
             let err = SockRef::from(client).take_error().unwrap();
             let errno = err.as_ref().and_then(|e| e.raw_os_error());
             // Drain events that came with the death.
             std::thread::sleep(Duration::from_millis(20));
-            let evs = epoll_events(ep);
+            let evs = epoll_events(&ep);
             return format!(
                 "{name}: died at {:.3}s errno={errno:?}\n  at death: {}\n  epoll after: {evs:?}\n{}",
                 start.elapsed().as_secs_f64(),
@@ -275,16 +255,16 @@ fn case(name: &str) -> String {
         }
         "fin" => {
             let (mut client, server) = pair(&lab, port, P113);
-            let ep = error_epoll(client.as_raw_fd());
+            let ep = error_epoll(&client);
             lab.fin(server).unwrap();
             std::thread::sleep(Duration::from_millis(200));
             let n = client.read(&mut [0u8; 8]).unwrap();
             std::thread::sleep(Duration::from_secs(5));
-            let after_fin = epoll_events(ep);
+            let after_fin = epoll_events(&ep);
             client.shutdown(Shutdown::Write).unwrap();
             std::thread::sleep(Duration::from_millis(200));
-            let after_shutdown = epoll_events(ep);
-            let i = info(client.as_raw_fd());
+            let after_shutdown = epoll_events(&ep);
+            let i = info(&client);
             let write = client.write(b"z").map_err(|e| e.raw_os_error());
             format!(
                 "fin: read {n}; epoll over 5 s after FIN: {after_fin:?}; after our shutdown: \
@@ -295,11 +275,11 @@ fn case(name: &str) -> String {
         }
         "fin_then_reset" | "fin_then_forget" => {
             let (mut client, server) = pair(&lab, port, P113);
-            let ep = error_epoll(client.as_raw_fd());
+            let ep = error_epoll(&client);
             server.shutdown(Shutdown::Write).unwrap();
             std::thread::sleep(Duration::from_millis(200));
             let n = client.read(&mut [0u8; 8]).unwrap();
-            let before = show(&info(client.as_raw_fd()));
+            let before = show(&info(&client));
             if name == "fin_then_reset" {
                 lab.reset(server).unwrap();
             } else {
@@ -308,8 +288,8 @@ fn case(name: &str) -> String {
                 client.write_all(b"hello").unwrap();
             }
             std::thread::sleep(Duration::from_millis(300));
-            let evs = epoll_events(ep);
-            let i = info(client.as_raw_fd());
+            let evs = epoll_events(&ep);
+            let i = info(&client);
             let so_error = SockRef::from(&client).take_error().unwrap();
             let read = client.read(&mut [0u8; 8]).map_err(|e| e.raw_os_error());
             let write = client.write(b"z").map_err(|e| e.raw_os_error());
@@ -328,7 +308,7 @@ fn case(name: &str) -> String {
             lab.reset(server).unwrap();
             std::thread::sleep(Duration::from_millis(300));
             let write = client.write(b"z").map_err(|e| e.raw_os_error());
-            let i = info(client.as_raw_fd());
+            let i = info(&client);
             let so_error = SockRef::from(&client).take_error().unwrap();
             let read = client.read(&mut [0u8; 8]).map_err(|e| e.raw_os_error());
             format!(

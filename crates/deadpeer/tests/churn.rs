@@ -1,0 +1,98 @@
+//! Churn: 100,000 watched connections, each with a watcher task, leave nothing behind. Alone in
+//! its binary, because it counts the process's descriptors, tasks and resident memory.
+
+use std::time::Duration;
+
+use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Resident memory, from /proc/self/statm (pages).
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+async fn pair(
+    listener: &KeepaliveListener,
+) -> (KeepaliveStream<TcpStream>, KeepaliveStream<TcpStream>) {
+    let addr = listener.local_addr().unwrap();
+    let client = deadpeer::connect(addr, &KeepalivePolicy::FAST)
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
+/// 100,000 connections, each with a spawned watcher task, in batches; the server closes first
+/// in even batches, the client in odd ones (the server then reads EOF and drops its stream).
+/// Tasks, descriptors and resident memory return to their baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_of_100k_watched_connections_returns_to_baseline() {
+    const TOTAL: usize = 100_000;
+    const BATCH: usize = 2_000;
+    let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST)
+        .await
+        .unwrap();
+    let handle = tokio::runtime::Handle::current();
+
+    let run_batch = |server_closes: bool| {
+        let listener = &listener;
+        async move {
+            let mut watchers = Vec::with_capacity(BATCH);
+            let mut pairs = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                let (client, server) = pair(listener).await;
+                let liveness = server.liveness();
+                watchers.push(tokio::spawn(async move { liveness.dead().await }));
+                pairs.push((client, server));
+            }
+            let mut readers = Vec::new();
+            for (client, mut server) in pairs {
+                if server_closes {
+                    drop(server);
+                    drop(client);
+                } else {
+                    drop(client);
+                    readers.push(tokio::spawn(async move {
+                        let mut buf = [0u8; 8];
+                        let n = server.read(&mut buf).await.unwrap();
+                        assert_eq!(n, 0, "EOF from the client's FIN");
+                    }));
+                }
+            }
+            for reader in readers {
+                reader.await.unwrap();
+            }
+            for watcher in watchers {
+                let outcome = tokio::time::timeout(Duration::from_secs(10), watcher)
+                    .await
+                    .expect("a watcher did not end")
+                    .unwrap();
+                assert!(outcome.is_none(), "{outcome:?}");
+            }
+        }
+    };
+
+    // One warm-up batch of each kind: the allocator and the runtime reach their working size.
+    run_batch(true).await;
+    run_batch(false).await;
+    let (fds, tasks, rss) = (open_fds(), handle.metrics().num_alive_tasks(), rss_bytes());
+    for i in 0..TOTAL / BATCH {
+        run_batch(i % 2 == 0).await;
+    }
+    assert_eq!(open_fds(), fds, "descriptors leaked");
+    assert_eq!(handle.metrics().num_alive_tasks(), tasks, "tasks leaked");
+    // A leak of one watcher's state per connection would be ≥ 100 bytes × 100,000 = 10 MB.
+    let grown = rss_bytes().saturating_sub(rss);
+    eprintln!("after {TOTAL} connections: fds {fds}, tasks {tasks}, rss grew {grown} bytes");
+    assert!(
+        grown < 4 << 20,
+        "resident memory grew by {grown} bytes over {TOTAL} connections"
+    );
+}
