@@ -7,10 +7,10 @@
 //! - `LOAD_SECS=10` length of the idle window;
 //! - `LOAD_HEAP_CONNS=2000` connections for the heap measurement.
 //!
-//! Each idle connection costs three descriptors (client, accepted stream, and the duplicate that
-//! `Liveness` watches). The harness raises `RLIMIT_NOFILE` (with `nix`) as far as it may, and
-//! spreads the connections over shard processes (this binary, re-executed with `LOAD_ROLE`) so
-//! that each process stays under its limit even without `CAP_SYS_RESOURCE`. Client sockets bind
+//! Each idle connection costs two descriptors (client and accepted stream; `Liveness` watches
+//! the accepted stream's own descriptor). The harness raises `RLIMIT_NOFILE` (with `nix`) as far
+//! as it may, and spreads the connections over shard processes (this binary, re-executed with
+//! `LOAD_ROLE`) so that each process stays under its limit even without `CAP_SYS_RESOURCE`. Client sockets bind
 //! to 127.1.SHARD.2–9 before connecting, so the ephemeral port range (about 28 000 ports per
 //! source address) is no limit either.
 
@@ -278,8 +278,8 @@ fn heap(n: usize) {
         let ks_bytes = (live() - l0) as f64 / n as f64;
         let ks_fds = (open_fds() - fd0) as f64 / n as f64;
 
-        // liveness() (duplicates the descriptor) and a dead() future polled once in place
-        // (registers the duplicate with the reactor), held in a pre-allocated Vec.
+        // liveness() (the shared latch, and one epoll_ctl on the stream's own descriptor) and a
+        // dead() future polled once in place (takes a waiter slot), held in a pre-allocated Vec.
         let mut lives = Vec::with_capacity(n);
         let mut deads = Vec::with_capacity(n);
         let (l1, fd1) = (live(), open_fds());
@@ -340,17 +340,22 @@ fn heap(n: usize) {
         println!("| `KeepaliveStream` from `KeepaliveListener::accept` | {ks_bytes:.0} | {ks_fds:.2} |");
         println!("| + `liveness()` | {live_bytes:.0} | {live_fds:.2} |");
         println!("| + `dead()` future, not yet polled | {dead_unpolled:.0} | 0 |");
-        println!("| + first poll of `dead()` (registers the duplicate) | {dead_polled:.0} | 0 |");
+        println!("| + first poll of `dead()` (its waiter slot) | {dead_polled:.0} | 0 |");
         println!("| trivial spawned task (`pending()`), for reference | {task_bytes:.0} | 0 |");
-        println!("| `dead()` in a spawned task, polled once (future + task; duplicate already registered above) | {dead_task:.0} | 0 |");
+        println!("| `dead()` in a spawned task, polled once (future + task + waiter slot) | {dead_task:.0} | 0 |");
+        println!(
+            "| **watched**: `liveness()` + spawned pending `dead()` | {:.0} | {:.2} |",
+            live_bytes + dead_task,
+            live_fds
+        );
         println!(
             "| total: `KeepaliveStream` + `liveness()` + spawned pending `dead()` | {:.0} | {:.2} |",
-            ks_bytes + live_bytes + dead_polled + dead_task,
+            ks_bytes + live_bytes + dead_task,
             ks_fds + live_fds
         );
         println!(
             "| extra over raw | {:.0} | {:.2} |",
-            ks_bytes + live_bytes + dead_polled + dead_task - raw_bytes,
+            ks_bytes + live_bytes + dead_task - raw_bytes,
             ks_fds + live_fds - raw_fds
         );
         drop((tasks, lives, held, clients, warm, w1, w2));
@@ -362,17 +367,16 @@ fn heap(n: usize) {
 /// Runs `want` idle connections, each with a pending `dead()`, for a window of `secs`.
 ///
 /// The connections are spread over shard processes (this binary again, with `LOAD_ROLE`): each
-/// server shard accepts its share and holds, per connection, the accepted stream and the
-/// watcher's duplicate (2 descriptors); a client process per shard holds the client sockets. So
-/// only 2 × (share) descriptors must fit under one process's `RLIMIT_NOFILE`, which the harness
-/// first tries to raise. Wakeups and CPU are summed over the server shards, whose numbers are
+/// server shard accepts its share and holds, per connection, the accepted stream (1 descriptor;
+/// the watch adds none); a client process per shard holds the client sockets. So only the share
+/// must fit under one process's `RLIMIT_NOFILE`, which the harness first tries to raise. Wakeups and CPU are summed over the server shards, whose numbers are
 /// the ones that matter; the clients are plain blocking sockets that nothing polls.
 fn idle(want: usize, secs: u64) {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
 
-    let limit = raise_nofile(2 * want as u64 + 1024);
-    let per_shard = ((limit.saturating_sub(1024)) / 2).clamp(1, 8000) as usize;
+    let limit = raise_nofile(want as u64 + 1024);
+    let per_shard = limit.saturating_sub(1024).clamp(1, 18000) as usize;
     let shards = want.div_ceil(per_shard);
     println!(
         "\n## idle: {want} connections, RLIMIT_NOFILE {limit}, {shards} server shard process(es) \
@@ -470,7 +474,7 @@ fn server_shard() {
     use std::io::BufRead;
     let n: usize = env_list("LOAD_SHARD_N", &[0])[0];
     let secs = env_list("LOAD_SECS", &[10])[0] as u64;
-    raise_nofile(2 * n as u64 + 1024);
+    raise_nofile(n as u64 + 1024);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("load-worker")

@@ -348,3 +348,57 @@ proptest! {
         }
     }
 }
+
+/// The shapes measured in docs/kernel.md ("The user timeout replaces the probe count").
+#[test]
+fn detection_bound_follows_the_kernel_under_a_fixed_user_timeout() {
+    for (text, bound) in [
+        ("idle=1s,interval=1s,probes=3,user_timeout=20s", 20),
+        ("idle=1s,interval=1s,probes=3,user_timeout=4s", 4),
+        ("idle=1s,interval=1s,probes=3,user_timeout=1500ms", 2),
+        ("idle=2s,interval=2s,probes=10,user_timeout=3s", 4),
+        ("idle=2s,interval=1s,probes=5,user_timeout=4500ms", 5),
+        ("idle=5s,interval=1s,probes=3,user_timeout=2s", 6),
+        ("idle=3s,interval=2s,probes=2,user_timeout=off", 7),
+        ("idle=1s,interval=1s,probes=3,user_timeout=auto", 4),
+    ] {
+        let p: KeepalivePolicy = text.parse().unwrap();
+        assert_eq!(p.detection_bound(), secs(bound), "{text}");
+    }
+    let p: KeepalivePolicy = "idle=1s,interval=1s,probes=3,user_timeout=20s"
+        .parse()
+        .unwrap();
+    assert_eq!(p.timer_slack(), Duration::from_millis(1800));
+    // HZ=300: the 15 s idle timer lands at level 3 (513 jiffies late), each 5 s interval at level 2
+    // (65 jiffies): (513 + 3 × 65) / 300 s.
+    assert_eq!(
+        KeepalivePolicy::FAST.timer_slack(),
+        Duration::from_millis(2360)
+    );
+}
+
+proptest! {
+    /// With a fixed user timeout the bound is the first probe tick (`k ≥ 1`) at or past it; with
+    /// `auto` or `off`, `idle + interval × probes`. The slack is positive and at most 12.7 % of
+    /// each timer plus a jiffy (≤ 10 ms) per timer.
+    #[test]
+    fn detection_bound_is_the_first_qualifying_tick(p in valid_policy()) {
+        let (idle, interval) = (p.idle(), p.interval());
+        let bound = p.detection_bound();
+        prop_assert!(bound >= idle + interval);
+        prop_assert_eq!((bound - idle).as_nanos() % interval.as_nanos(), 0);
+        match p.user_timeout() {
+            UserTimeout::Fixed(ut) => {
+                prop_assert!(bound >= ut);
+                prop_assert!(bound - interval < ut.max(idle + interval));
+            }
+            UserTimeout::Auto | UserTimeout::Off => {
+                prop_assert_eq!(bound, idle + interval * p.probes());
+            }
+        }
+        let ticks = ((bound - idle).as_secs() / interval.as_secs()) as u32 + 1;
+        let slack = p.timer_slack();
+        prop_assert!(slack > Duration::ZERO);
+        prop_assert!(slack <= bound.mul_f64(8.0 / 63.0) + Duration::from_millis(20) * ticks, "{slack:?} for {p}");
+    }
+}
