@@ -345,17 +345,17 @@ fn heap(n: usize) {
         println!("| `dead()` in a spawned task, polled once (future + task + waiter slot) | {dead_task:.0} | 0 |");
         println!(
             "| **watched**: `liveness()` + spawned pending `dead()` | {:.0} | {:.2} |",
-            live_bytes + dead_task,
+            live_bytes + dead_polled + dead_task,
             live_fds
         );
         println!(
             "| total: `KeepaliveStream` + `liveness()` + spawned pending `dead()` | {:.0} | {:.2} |",
-            ks_bytes + live_bytes + dead_task,
+            ks_bytes + live_bytes + dead_polled + dead_task,
             ks_fds + live_fds
         );
         println!(
             "| extra over raw | {:.0} | {:.2} |",
-            ks_bytes + live_bytes + dead_task - raw_bytes,
+            ks_bytes + live_bytes + dead_polled + dead_task - raw_bytes,
             ks_fds + live_fds - raw_fds
         );
         drop((tasks, lives, held, clients, warm, w1, w2));

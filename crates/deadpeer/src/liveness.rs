@@ -76,9 +76,84 @@ pub(crate) struct Shared {
 #[derive(Default)]
 struct Inner {
     socket: WatchedFd,
-    /// Pending `Dead` futures, by slot: `None` is a free slot, `Some(None)` a future already
-    /// woken (or not yet given a waker).
-    waiters: Vec<Option<Option<Waker>>>,
+    waiters: Waiters,
+}
+
+/// The wakers of pending `Dead` futures, by slot. Most connections have one watcher, kept
+/// without an allocation.
+#[derive(Default)]
+enum Waiters {
+    #[default]
+    None,
+    /// Slot 0 only; `None` once woken.
+    One(Option<Waker>),
+    /// Any number of slots: `None` is free, `Some(None)` taken and woken.
+    Many(Vec<Option<Option<Waker>>>),
+}
+
+impl Waiters {
+    /// Takes a free slot for `waker` and returns it.
+    fn join(&mut self, waker: &Waker) -> usize {
+        match self {
+            Waiters::None => {
+                *self = Waiters::One(Some(waker.clone()));
+                0
+            }
+            Waiters::One(first) => {
+                let first = first.take();
+                *self = Waiters::Many(vec![Some(first), Some(Some(waker.clone()))]);
+                1
+            }
+            Waiters::Many(slots) => {
+                let i = slots.iter().position(Option::is_none).unwrap_or_else(|| {
+                    slots.push(None);
+                    slots.len() - 1
+                });
+                slots[i] = Some(Some(waker.clone()));
+                i
+            }
+        }
+    }
+
+    /// Refreshes the waker of slot `i`.
+    fn update(&mut self, i: usize, waker: &Waker) {
+        let w = match self {
+            Waiters::One(w) if i == 0 => w,
+            Waiters::Many(slots) => match slots.get_mut(i) {
+                Some(Some(w)) => w,
+                _ => return,
+            },
+            _ => return,
+        };
+        if !w.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *w = Some(waker.clone());
+        }
+    }
+
+    /// Frees slot `i`.
+    fn leave(&mut self, i: usize) {
+        match self {
+            Waiters::One(_) if i == 0 => *self = Waiters::None,
+            Waiters::Many(slots) => {
+                if let Some(slot) = slots.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn wake_all(&mut self) {
+        match self {
+            Waiters::None => {}
+            Waiters::One(w) => w.take().into_iter().for_each(Waker::wake),
+            Waiters::Many(slots) => slots
+                .iter_mut()
+                .flatten()
+                .filter_map(Option::take)
+                .for_each(Waker::wake),
+        }
+    }
 }
 
 impl Shared {
@@ -132,7 +207,7 @@ impl Shared {
 
     fn judge(
         &self,
-        waiters: &mut [Option<Option<Waker>>],
+        waiters: &mut Waiters,
         socket: BorrowedFd<'_>,
         seen: Option<i32>,
         shut_down: bool,
@@ -177,7 +252,7 @@ impl Shared {
         // event emitted. Under the lock, no other verdict can be in progress.
         trace::dead_peer_detected(&dead, from_reaper.then_some(&self.context));
         let dead = self.latch.get_or_init(|| dead).clone();
-        wake_all(waiters);
+        waiters.wake_all();
         Some(dead)
     }
 
@@ -187,7 +262,7 @@ impl Shared {
         let mut inner = self.lock();
         inner.socket.release(open);
         self.closed.store(true, Ordering::Release);
-        wake_all(&mut inner.waiters);
+        inner.waiters.wake_all();
     }
 
     fn state(&self) -> State {
@@ -216,12 +291,6 @@ impl OnError for Shared {
         let Inner { socket, waiters } = &mut *guard;
         // Released: the stream is gone, and so is the socket.
         socket.with(|fd| self.judge(waiters, fd, None, false, true));
-    }
-}
-
-fn wake_all(waiters: &mut [Option<Option<Waker>>]) {
-    for waker in waiters.iter_mut().flatten().filter_map(Option::take) {
-        waker.wake();
     }
 }
 
@@ -308,13 +377,6 @@ pub struct Dead {
     slot: Option<usize>,
 }
 
-/// Gives up a `Dead` future's slot among the waiters.
-fn leave(slot: &mut Option<usize>, inner: &mut Inner) {
-    if let Some(i) = slot.take() {
-        inner.waiters[i] = None;
-    }
-}
-
 impl Future for Dead {
     type Output = Option<DeadPeer>;
 
@@ -328,24 +390,14 @@ impl Future for Dead {
         let mut inner = shared.lock();
         // Deaths and closes are published under this lock, so nothing is missed in between.
         if let Some(outcome) = shared.settled() {
-            leave(slot, &mut inner);
+            if let Some(i) = slot.take() {
+                inner.waiters.leave(i);
+            }
             return Poll::Ready(outcome);
         }
         match *slot {
-            Some(i) => match &mut inner.waiters[i] {
-                Some(Some(w)) if w.will_wake(cx.waker()) => {}
-                w => *w = Some(Some(cx.waker().clone())),
-            },
-            None => {
-                let waker = Some(cx.waker().clone());
-                let waiters = &mut inner.waiters;
-                let i = waiters.iter().position(Option::is_none).unwrap_or_else(|| {
-                    waiters.push(None);
-                    waiters.len() - 1
-                });
-                waiters[i] = Some(waker);
-                *slot = Some(i);
-            }
+            Some(i) => inner.waiters.update(i, cx.waker()),
+            None => *slot = Some(inner.waiters.join(cx.waker())),
         }
         Poll::Pending
     }
@@ -353,8 +405,8 @@ impl Future for Dead {
 
 impl Drop for Dead {
     fn drop(&mut self) {
-        if self.slot.is_some() {
-            leave(&mut self.slot, &mut self.shared.lock());
+        if let Some(i) = self.slot.take() {
+            self.shared.lock().waiters.leave(i);
         }
     }
 }

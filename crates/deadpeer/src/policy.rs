@@ -35,6 +35,7 @@
 //! # Ok::<(), deadpeer::PolicyError>(())
 //! ```
 
+mod builder;
 mod error;
 mod parse;
 #[cfg(feature = "serde")]
@@ -42,6 +43,7 @@ mod serde_impl;
 
 use std::time::Duration;
 
+pub use self::builder::Builder;
 pub use self::error::{Field, PolicyError, PolicyErrorKind};
 
 /// Smallest idle time and probe interval the kernel accepts, in seconds (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`).
@@ -103,7 +105,16 @@ pub struct KeepalivePolicy {
     idle: u32,
     interval: u32,
     probes: u32,
-    user_timeout: UserTimeout,
+    user_timeout: Ut,
+}
+
+/// [`UserTimeout`] as a policy stores it: a validated fixed value is whole milliseconds within
+/// `i32::MAX`, so it fits a `u32`, and a policy stays 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Ut {
+    Auto,
+    Off,
+    FixedMs(u32),
 }
 
 impl KeepalivePolicy {
@@ -125,7 +136,14 @@ impl KeepalivePolicy {
     /// [`detect_within(30 s)`](Self::detect_within).
     pub const FAST: Self = Self::from_parts(15, 5, 3, UserTimeout::Auto);
 
+    /// A policy from parts the caller validated (a fixed user timeout within 1..=i32::MAX ms,
+    /// whole).
     const fn from_parts(idle: u32, interval: u32, probes: u32, user_timeout: UserTimeout) -> Self {
+        let user_timeout = match user_timeout {
+            UserTimeout::Auto => Ut::Auto,
+            UserTimeout::Off => Ut::Off,
+            UserTimeout::Fixed(d) => Ut::FixedMs(d.as_millis() as u32),
+        };
         Self {
             idle,
             interval,
@@ -180,12 +198,7 @@ impl KeepalivePolicy {
     /// # Ok::<(), deadpeer::PolicyError>(())
     /// ```
     pub fn builder() -> Builder {
-        Builder {
-            idle: Duration::from_secs(7200),
-            interval: Duration::from_secs(75),
-            probes: 9,
-            user_timeout: UserTimeout::Auto,
-        }
+        Builder::from(Self::LINUX_DEFAULT.with_auto())
     }
 
     /// Time without traffic before the first probe (`TCP_KEEPIDLE`).
@@ -205,13 +218,17 @@ impl KeepalivePolicy {
 
     /// The user timeout setting, as given.
     pub fn user_timeout(&self) -> UserTimeout {
-        self.user_timeout
+        match self.user_timeout {
+            Ut::Auto => UserTimeout::Auto,
+            Ut::Off => UserTimeout::Off,
+            Ut::FixedMs(ms) => UserTimeout::Fixed(Duration::from_millis(ms.into())),
+        }
     }
 
     /// The `TCP_USER_TIMEOUT` value that [`apply`](crate::apply) sets: [`auto_user_timeout`](Self::auto_user_timeout) for `Auto`, the
     /// duration for `Fixed`, and `None` (0, off) for `Off`.
     pub fn effective_user_timeout(&self) -> Option<Duration> {
-        match self.user_timeout {
+        match self.user_timeout() {
             UserTimeout::Auto => Some(self.auto_user_timeout()),
             UserTimeout::Off => None,
             UserTimeout::Fixed(d) => Some(d),
@@ -252,7 +269,7 @@ impl KeepalivePolicy {
     /// outstanding (`k ≥ 1`) and the time since the last received segment has reached the user
     /// timeout.
     fn probe_ticks(&self) -> u64 {
-        match self.user_timeout {
+        match self.user_timeout() {
             UserTimeout::Fixed(ut) => {
                 let after_idle = ut.as_millis().saturating_sub(u128::from(self.idle) * 1000);
                 let interval = u128::from(self.interval) * 1000;
@@ -433,6 +450,11 @@ impl KeepalivePolicy {
             .build()
     }
 
+    const fn with_auto(mut self) -> Self {
+        self.user_timeout = Ut::Auto;
+        self
+    }
+
     /// This policy with another user timeout.
     ///
     /// # Errors
@@ -448,166 +470,6 @@ impl Default for KeepalivePolicy {
     fn default() -> Self {
         Self::CLOUD
     }
-}
-
-/// Builds a [`KeepalivePolicy`]; see [`KeepalivePolicy::builder`].
-#[derive(Debug, Clone, Copy)]
-#[must_use]
-pub struct Builder {
-    idle: Duration,
-    interval: Duration,
-    probes: u32,
-    user_timeout: UserTimeout,
-}
-
-impl From<KeepalivePolicy> for Builder {
-    fn from(p: KeepalivePolicy) -> Self {
-        Self {
-            idle: p.idle(),
-            interval: p.interval(),
-            probes: p.probes,
-            user_timeout: p.user_timeout,
-        }
-    }
-}
-
-impl Builder {
-    /// Sets the idle time (`TCP_KEEPIDLE`): whole seconds, 1 s to 32767 s.
-    pub fn idle(mut self, idle: Duration) -> Self {
-        self.idle = idle;
-        self
-    }
-
-    /// Sets the probe interval (`TCP_KEEPINTVL`): whole seconds, 1 s to 32767 s.
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
-    /// Sets the probe count (`TCP_KEEPCNT`): 1 to 127.
-    pub fn probes(mut self, probes: u32) -> Self {
-        self.probes = probes;
-        self
-    }
-
-    /// Sets the user timeout (`TCP_USER_TIMEOUT`).
-    pub fn user_timeout(mut self, user_timeout: UserTimeout) -> Self {
-        self.user_timeout = user_timeout;
-        self
-    }
-
-    /// Validates and builds the policy.
-    ///
-    /// # Errors
-    ///
-    /// A [`PolicyError`] naming the field, the value, the allowed range and the nearest valid
-    /// value when:
-    /// - idle or interval is not a whole number of seconds, or is outside 1 s..=32767 s;
-    /// - probes is outside 1..=127;
-    /// - a fixed user timeout is not a whole number of milliseconds, or is outside 1 ms..=`i32::MAX` ms
-    ///   (use [`UserTimeout::Off`] for none);
-    /// - `Auto` would make the user timeout (the bound) larger than `i32::MAX` ms.
-    pub fn build(self) -> Result<KeepalivePolicy, PolicyError> {
-        let idle = whole_secs(Field::Idle, self.idle)?;
-        let interval = whole_secs(Field::Interval, self.interval)?;
-        if !(MIN_PROBES..=MAX_PROBES).contains(&self.probes) {
-            let nearest = self.probes.clamp(MIN_PROBES, MAX_PROBES);
-            return Err(PolicyError::out_of_range(
-                Field::Probes,
-                self.probes.to_string(),
-                "1..=127 (TCP_KEEPCNT)",
-                nearest.to_string(),
-            ));
-        }
-        let policy = KeepalivePolicy::from_parts(idle, interval, self.probes, self.user_timeout);
-        match self.user_timeout {
-            UserTimeout::Off => {}
-            UserTimeout::Fixed(d) => check_user_timeout(d)?,
-            UserTimeout::Auto => {
-                let auto = policy.auto_user_timeout();
-                if auto.as_millis() > u128::from(MAX_USER_TIMEOUT_MS) {
-                    return Err(PolicyError::new(
-                        PolicyErrorKind::OutOfRange,
-                        Some(Field::UserTimeout),
-                        format!(
-                            "user_timeout=auto would be {}ms (from the detection bound of {}s), above \
-                             the kernel's limit of {MAX_USER_TIMEOUT_MS}ms (TCP_USER_TIMEOUT, about 24.8 days); \
-                             use user_timeout=off, a fixed user_timeout, or a shorter policy",
-                            auto.as_millis(),
-                            policy.detection_bound().as_secs()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(policy)
-    }
-}
-
-fn whole_secs(field: Field, d: Duration) -> Result<u32, PolicyError> {
-    let sockopt = match field {
-        Field::Idle => "TCP_KEEPIDLE",
-        _ => "TCP_KEEPINTVL",
-    };
-    // Round to the nearest whole second for the suggestion, then clamp into range.
-    let rounded = (d.as_millis() + 500) / 1000;
-    let nearest = rounded.clamp(u128::from(MIN_SECS), u128::from(MAX_SECS));
-    if d.subsec_nanos() != 0 {
-        return Err(PolicyError::new(
-            PolicyErrorKind::NotWhole,
-            Some(field),
-            format!(
-                "{field} = {} is not a whole number of seconds: the kernel sets {sockopt} in \
-                 whole seconds (1s..=32767s) and would truncate it; use {field}={nearest}s",
-                fmt_dur(d)
-            ),
-        ));
-    }
-    let secs = d.as_secs();
-    if !(u64::from(MIN_SECS)..=u64::from(MAX_SECS)).contains(&secs) {
-        return Err(PolicyError::out_of_range(
-            field,
-            format!("{secs}s"),
-            &format!("1s..=32767s ({sockopt})"),
-            format!("{nearest}s"),
-        ));
-    }
-    Ok(secs as u32)
-}
-
-fn check_user_timeout(d: Duration) -> Result<(), PolicyError> {
-    let field = Field::UserTimeout;
-    if d.subsec_nanos() % 1_000_000 != 0 {
-        let nearest = ((d.as_micros() + 500) / 1000).clamp(1, u128::from(MAX_USER_TIMEOUT_MS));
-        return Err(PolicyError::new(
-            PolicyErrorKind::NotWhole,
-            Some(field),
-            format!(
-                "user_timeout = {} is not a whole number of milliseconds: the kernel sets \
-                 TCP_USER_TIMEOUT in milliseconds and would truncate it (below 1ms, to 0, which \
-                 switches it off); use user_timeout={nearest}ms",
-                fmt_dur(d)
-            ),
-        ));
-    }
-    let ms = d.as_millis();
-    if ms == 0 {
-        return Err(PolicyError::out_of_range(
-            field,
-            "0ms".into(),
-            "1ms..=2147483647ms (TCP_USER_TIMEOUT); 0 means off",
-            "off".into(),
-        ));
-    }
-    if ms > u128::from(MAX_USER_TIMEOUT_MS) {
-        return Err(PolicyError::out_of_range(
-            field,
-            format!("{ms}ms"),
-            "1ms..=2147483647ms (TCP_USER_TIMEOUT)",
-            format!("{MAX_USER_TIMEOUT_MS}ms"),
-        ));
-    }
-    Ok(())
 }
 
 /// The granularity, in jiffies, of the timer-wheel level that a timer `delay` jiffies out lands

@@ -40,7 +40,7 @@ impl FromStr for UserTimeout {
             _ => {}
         }
         let d = duration(Field::UserTimeout, s)?;
-        super::check_user_timeout(d)?;
+        super::builder::check_user_timeout(d)?;
         Ok(UserTimeout::Fixed(d))
     }
 }
@@ -51,7 +51,10 @@ impl fmt::Display for KeepalivePolicy {
         write!(
             f,
             "idle={}s,interval={}s,probes={},user_timeout={}",
-            self.idle, self.interval, self.probes, self.user_timeout
+            self.idle().as_secs(),
+            self.interval().as_secs(),
+            self.probes(),
+            self.user_timeout()
         )
     }
 }

@@ -36,15 +36,23 @@ pub(crate) trait OnError: Send + Sync {
 /// by never handing out `&mut` access to the I/O object (which could replace the socket).
 /// `AsTcpStream` is sealed, so every implementation returns a socket its value owns for its
 /// whole life.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WatchedFd {
-    fd: Option<RawFd>,
-    key: Option<u64>,
+    /// -1 when not watching.
+    fd: RawFd,
+    /// The reaper's slot key, meaningful while `fd` is not -1.
+    key: u64,
+}
+
+impl Default for WatchedFd {
+    fn default() -> Self {
+        Self { fd: -1, key: 0 }
+    }
 }
 
 impl WatchedFd {
     /// Registers `fd` with the reaper, so that `target` hears about errors on it. Does nothing if
-    /// already watching or released.
+    /// already watching.
     ///
     /// # Errors
     ///
@@ -54,7 +62,7 @@ impl WatchedFd {
         fd: BorrowedFd<'_>,
         target: Weak<dyn OnError>,
     ) -> io::Result<()> {
-        if self.key.is_some() {
+        if self.fd >= 0 {
             return Ok(());
         }
         let reaper = reaper()?;
@@ -63,14 +71,17 @@ impl WatchedFd {
             reaper.table().remove(key);
             return Err(e);
         }
-        self.fd = Some(fd.as_raw_fd());
-        self.key = Some(key);
+        self.fd = fd.as_raw_fd();
+        self.key = key;
         Ok(())
     }
 
     /// Runs `f` on the socket, or returns `None` once released (or if never watched).
     pub(crate) fn with<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
-        let raw = self.fd?;
+        if self.fd < 0 {
+            return None;
+        }
+        let raw = self.fd;
         // SAFETY: by the type's invariant, `raw` is open and is the watched socket until
         // `release`, which needs `&mut self` and so cannot run while this borrow lives.
         let fd = unsafe { BorrowedFd::borrow_raw(raw) };
@@ -82,10 +93,11 @@ impl WatchedFd {
     /// closing it removes the registration, and the freed slot makes any event still in flight a
     /// no-op.
     pub(crate) fn release(&mut self, open: Option<BorrowedFd<'_>>) {
-        self.fd = None;
-        let Some(key) = self.key.take() else {
+        if self.fd < 0 {
             return;
-        };
+        }
+        self.fd = -1;
+        let key = self.key;
         if let Ok(reaper) = reaper() {
             if let Some(fd) = open {
                 // ENOENT only if the registration is already gone; nothing to do then.
