@@ -16,6 +16,7 @@ mod kernel;
 mod output;
 mod parse;
 mod plan;
+mod sysctl;
 
 use std::process::ExitCode;
 
