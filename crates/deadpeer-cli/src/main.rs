@@ -9,6 +9,7 @@
 //! means adding a module, a variant to [`Command`] and an arm to [`Command::run`].
 #![forbid(unsafe_code)]
 
+mod audit;
 mod check;
 mod demo;
 mod error;
@@ -62,6 +63,8 @@ enum Command {
     Plan(plan::Args),
     /// Watch three zombie connections get caught, live, in a network-namespace lab (needs root).
     Demo(demo::Args),
+    /// List this network namespace's TCP connections: keepalive, idle time, owner and a verdict.
+    Audit(audit::Args),
 }
 
 impl Command {
@@ -71,6 +74,7 @@ impl Command {
             Command::Check(args) => check::run(args, out),
             Command::Plan(args) => plan::run(args, out),
             Command::Demo(args) => demo::run(args, out),
+            Command::Audit(args) => audit::run(args, out),
         }
     }
 }
