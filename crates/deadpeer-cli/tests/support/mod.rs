@@ -7,11 +7,11 @@ use std::process::{Command, Output};
 
 use deadpeer_testkit::Netns;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_deadpeer");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_deadpeer");
 
 /// Skips a test whose tooling is missing with one line, or fails it under
 /// `DEADPEER_REQUIRE_NETNS=1`.
-pub fn skip(test: &str, reason: &str) {
+pub(crate) fn skip(test: &str, reason: &str) {
     if std::env::var(deadpeer_testkit::REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
         panic!("{test} cannot run (DEADPEER_REQUIRE_NETNS=1): {reason}");
     }
@@ -19,7 +19,7 @@ pub fn skip(test: &str, reason: &str) {
 }
 
 /// Runs the binary in this process's network namespace.
-pub fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .output()
@@ -27,7 +27,7 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 /// Runs `program args…` inside `ns` (`ip netns exec`).
-pub fn exec(ns: &Netns, program: &str, args: &[&str]) -> Output {
+pub(crate) fn exec(ns: &Netns, program: &str, args: &[&str]) -> Output {
     Command::new("ip")
         .args(["netns", "exec", ns.name(), program])
         .args(args)
@@ -36,20 +36,20 @@ pub fn exec(ns: &Netns, program: &str, args: &[&str]) -> Output {
 }
 
 /// Runs the binary inside `ns`.
-pub fn run_in(ns: &Netns, args: &[&str]) -> Output {
+pub(crate) fn run_in(ns: &Netns, args: &[&str]) -> Output {
     exec(ns, BIN, args)
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Asserts success with an empty stderr, and returns stdout.
-pub fn ok(o: &Output) -> String {
+pub(crate) fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
         "expected success, got {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -62,7 +62,7 @@ pub fn ok(o: &Output) -> String {
 }
 
 /// Asserts exit status `code` and exactly one line on stderr, `error: …`; returns that line.
-pub fn one_line_error(o: &Output, code: i32) -> String {
+pub(crate) fn one_line_error(o: &Output, code: i32) -> String {
     let err = stderr(o);
     assert_eq!(
         o.status.code(),
@@ -79,7 +79,7 @@ pub fn one_line_error(o: &Output, code: i32) -> String {
 }
 
 /// The host's keepalive defaults, read straight from /proc: (time, intvl, probes).
-pub fn proc_values() -> (u64, u64, u64) {
+pub(crate) fn proc_values() -> (u64, u64, u64) {
     let read = |f: &str| -> u64 {
         std::fs::read_to_string(format!("/proc/sys/net/ipv4/{f}"))
             .unwrap_or_else(|e| panic!("read {f}: {e}"))
@@ -95,13 +95,13 @@ pub fn proc_values() -> (u64, u64, u64) {
 }
 
 /// A copy of the binary that an unprivileged user can run, removed on drop.
-pub struct TempBin {
+pub(crate) struct TempBin {
     dir: PathBuf,
-    pub bin: PathBuf,
+    pub(crate) bin: PathBuf,
 }
 
 impl TempBin {
-    pub fn new(tag: &str) -> std::io::Result<Self> {
+    pub(crate) fn new(tag: &str) -> std::io::Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("dpcli-bin-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -113,7 +113,7 @@ impl TempBin {
     }
 
     /// Runs the copy inside `ns` as `nobody` (uid and gid 65534, no groups), through `setpriv`.
-    pub fn run_as_nobody(&self, ns: &Netns, args: &[&str]) -> Output {
+    pub(crate) fn run_as_nobody(&self, ns: &Netns, args: &[&str]) -> Output {
         let mut full = vec![
             "--reuid=65534",
             "--regid=65534",
