@@ -85,7 +85,11 @@ fn audit_verdicts_match_the_kernel_and_ss() {
     let ss = ss_snapshot(scene.lab.client());
     let window = start.elapsed().as_millis() as i64;
     let text = ok(&run_in(scene.lab.client(), &["audit"]));
+    // Shown with --nocapture: what the kernel reported, for docs/audit.md.
     println!("ss -tnoi:\n{}\ndeadpeer audit:\n{text}", ss.raw);
+    for r in rows(&v) {
+        println!("{r}");
+    }
 
     // Each verdict, and the facts behind it.
     let protected = row(&v, &scene, Role::Protected);
