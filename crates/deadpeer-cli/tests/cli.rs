@@ -10,7 +10,9 @@ use std::time::Duration;
 
 mod support;
 
-use support::{BIN, TempBin, ok, one_line_error, proc_values, run, run_in, skip, stderr, stdout};
+use support::{
+    BIN, TempBin, ok, one_line_error, proc_values, run, run_in, skip, stderr, stdout, words,
+};
 
 /// `2h 11m 15s (7200 + 75 × 9)` for the given values.
 fn bound_string((t, i, p): (u64, u64, u64)) -> String {
@@ -74,17 +76,9 @@ fn kernel_json_parses() {
 #[test]
 fn kernel_set_dry_run_prints_sysctl_lines_and_writes_nothing() {
     let before = proc_values();
-    let out = ok(&run(&[
-        "kernel",
-        "set",
-        "--idle",
-        "300s",
-        "--interval",
-        "60s",
-        "--probes",
-        "30",
-        "--dry-run",
-    ]));
+    let out = ok(&run(&words(
+        "kernel set --idle 300s --interval 60s --probes 30 --dry-run",
+    )));
     assert!(
         out.contains(
             "sysctl -w net.ipv4.tcp_keepalive_time=300 net.ipv4.tcp_keepalive_intvl=60 \
@@ -171,15 +165,9 @@ fn every_policy_flag_takes_presets() {
         "{out}"
     );
     // A flag overrides the policy's value.
-    let out = ok(&run(&[
-        "kernel",
-        "set",
-        "--policy",
-        "fast",
-        "--probes",
-        "9",
-        "--dry-run",
-    ]));
+    let out = ok(&run(&words(
+        "kernel set --policy fast --probes 9 --dry-run",
+    )));
     assert!(out.contains("net.ipv4.tcp_keepalive_probes=9"), "{out}");
     for sub in [&["check", "127.0.0.1:1"][..], &["plan"], &["kernel", "set"]] {
         let mut args = sub.to_vec();
@@ -435,16 +423,7 @@ fn kernel_set_writes_inside_a_throwaway_netns_only() {
     let ns = lab.server();
     let o = run_in(
         ns,
-        &[
-            "kernel",
-            "set",
-            "--idle",
-            "300s",
-            "--interval",
-            "60s",
-            "--probes",
-            "30",
-        ],
+        &words("kernel set --idle 300s --interval 60s --probes 30"),
     );
     let out = ok(&o);
     assert!(out.contains("before: idle="), "{out}");

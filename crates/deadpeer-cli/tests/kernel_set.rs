@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use deadpeer_testkit::{Netns, lab_or_skip};
-use support::{exec, ok, one_line_error, proc_values, run_in, stdout};
+use support::{exec, ok, one_line_error, proc_values, run_in, stdout, words};
 
 /// A temporary directory, removed on drop.
 struct TempDir(PathBuf);
@@ -228,16 +228,7 @@ fn kernel_set_repairs_out_of_range_values() {
     // A full set repairs everything.
     let out = ok(&run_in(
         ns,
-        &[
-            "kernel",
-            "set",
-            "--idle",
-            "300s",
-            "--interval",
-            "60s",
-            "--probes",
-            "30",
-        ],
+        &words("kernel set --idle 300s --interval 60s --probes 30"),
     ));
     assert!(
         out.contains("before: idle=0s interval=75s probes=200, out of range:"),

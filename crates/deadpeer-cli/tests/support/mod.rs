@@ -18,6 +18,11 @@ pub(crate) fn skip(test: &str, reason: &str) {
     eprintln!("skipped {test}: {reason}");
 }
 
+/// Command-line words: `words("kernel set --idle 300s")`.
+pub(crate) fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 /// Runs the binary in this process's network namespace.
 pub(crate) fn run(args: &[&str]) -> Output {
     Command::new(BIN)
