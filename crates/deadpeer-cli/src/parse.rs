@@ -81,6 +81,9 @@ pub(crate) fn target(s: &str) -> Result<Target, String> {
         let inner = inner
             .strip_suffix(']')
             .ok_or_else(|| bad("a [ without its closing ]"))?;
+        if inner.contains(['[', ']']) {
+            return Err(bad("a stray [ or ] in the brackets"));
+        }
         let (addr, zone) = match inner.split_once('%') {
             Some((a, z)) => (a, Some(z)),
             None => (inner, None),

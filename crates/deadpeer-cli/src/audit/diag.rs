@@ -110,8 +110,8 @@ pub(crate) struct Sock {
     pub(crate) uid: u32,
     /// 0 for sockets no process holds (TIME_WAIT, orphans).
     pub(crate) inode: u32,
-    /// `None` when the kernel sent no `tcp_info` or one this parser cannot read (kernels before
-    /// 5.4 lack `tcpi_snd_wnd`).
+    /// `None` when the kernel sent no `tcp_info`, or one this parser cannot read (older kernels
+    /// whose `tcp_info` ends before `tcpi_snd_wnd`).
     pub(crate) info: Option<Info>,
 }
 
@@ -174,9 +174,14 @@ fn receive(socket: &Socket, buf: &mut Vec<u8>, table: &mut Table) -> io::Result<
             buf.len()
         )));
     }
+    parse(&buf[..n], table)
+}
+
+/// Parses the netlink messages of one datagram into `table`; true once the dump is done.
+fn parse(datagram: &[u8], table: &mut Table) -> io::Result<bool> {
     let mut offset = 0;
-    while offset < n {
-        let bytes = &buf[offset..n];
+    while offset < datagram.len() {
+        let bytes = &datagram[offset..];
         let len = NetlinkBuffer::new_checked(bytes)
             .map_err(|e| invalid(format!("malformed netlink message: {e}")))?
             .length() as usize;
@@ -203,7 +208,7 @@ fn receive(socket: &Socket, buf: &mut Vec<u8>, table: &mut Table) -> io::Result<
                 _ => {}
             },
             Err(e) => {
-                // A response whose tcp_info is shorter than this parser expects (an old
+                // A response whose tcp_info is shorter than this parser expects (an older
                 // kernel): keep the socket without it, from the header alone.
                 let nl = NetlinkBuffer::new(bytes);
                 let header = (nl.message_type() == SOCK_DIAG_BY_FAMILY)
@@ -214,7 +219,7 @@ fn receive(socket: &Socket, buf: &mut Vec<u8>, table: &mut Table) -> io::Result<
                 table.socks.push(sock(&header, None));
             }
         }
-        offset += len.next_multiple_of(4).max(4);
+        offset += len.next_multiple_of(4);
     }
     Ok(false)
 }
@@ -243,4 +248,105 @@ fn sock(h: &InetResponseHeader, info: Option<Info>) -> Sock {
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::{DefaultNla, DoneMessage, ErrorMessage};
+    use netlink_packet_sock_diag::constants::INET_DIAG_INFO;
+    use netlink_packet_sock_diag::inet::{InetResponse, InetResponseHeader};
+
+    fn datagram(payloads: Vec<NetlinkPayload<SockDiagMessage>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for payload in payloads {
+            let mut msg = NetlinkMessage::new(NetlinkHeader::default(), payload);
+            msg.finalize();
+            let mut bytes = vec![0; msg.buffer_len()];
+            msg.serialize(&mut bytes);
+            out.extend(bytes);
+        }
+        out
+    }
+
+    /// A response for 10.0.0.1:4000 -> 10.0.0.2:80, ESTABLISHED, keepalive timer, with a
+    /// tcp_info attribute of `info_len` bytes: 3 probes out, 1234 ms since data was received.
+    fn response(info_len: usize) -> NetlinkPayload<SockDiagMessage> {
+        let mut socket_id = SocketId::new_v4();
+        socket_id.source_address = [10, 0, 0, 1].into();
+        socket_id.source_port = 4000;
+        socket_id.destination_address = [10, 0, 0, 2].into();
+        socket_id.destination_port = 80;
+        let mut info = vec![0u8; info_len];
+        info[3] = 3; // tcpi_probes
+        info[52..56].copy_from_slice(&1234u32.to_ne_bytes()); // tcpi_last_data_recv
+        SockDiagMessage::InetResponse(Box::new(InetResponse {
+            header: InetResponseHeader {
+                family: AF_INET,
+                state: 1,
+                timer: Some(Timer::KeepAlive(Duration::from_millis(750))),
+                socket_id,
+                recv_queue: 0,
+                send_queue: 0,
+                uid: 0,
+                inode: 42,
+            },
+            nlas: vec![Nla::Other(DefaultNla::new(INET_DIAG_INFO, info))].into(),
+        }))
+        .into()
+    }
+
+    #[test]
+    fn parses_responses_then_done() {
+        let mut table = Table::default();
+        let bytes = datagram(vec![response(320), response(320)]);
+        assert!(!parse(&bytes, &mut table).unwrap());
+        assert_eq!(table.socks.len(), 2);
+        assert_eq!(table.without_info, 0);
+        let s = &table.socks[0];
+        assert_eq!(s.local, "10.0.0.1:4000".parse().unwrap());
+        assert_eq!(s.peer, "10.0.0.2:80".parse().unwrap());
+        assert_eq!(
+            s.timer,
+            SockTimer::Keepalive {
+                expires: Duration::from_millis(750)
+            }
+        );
+        assert_eq!(s.inode, 42);
+        let info = s.info.unwrap();
+        assert_eq!(info.probes, 3);
+        assert_eq!(info.last_data_recv_ms, 1234);
+
+        let done = datagram(vec![NetlinkPayload::Done(DoneMessage::default())]);
+        assert!(parse(&done, &mut table).unwrap());
+    }
+
+    #[test]
+    fn a_short_tcp_info_keeps_the_socket_without_it() {
+        let mut table = Table::default();
+        // 104 bytes: a tcp_info that ends long before tcpi_snd_wnd.
+        let bytes = datagram(vec![response(104), response(320)]);
+        assert!(!parse(&bytes, &mut table).unwrap());
+        assert_eq!(table.socks.len(), 2);
+        assert_eq!(table.without_info, 1);
+        assert_eq!(table.socks[0].info, None);
+        assert_eq!(table.socks[0].local, "10.0.0.1:4000".parse().unwrap());
+        assert!(table.socks[1].info.is_some());
+    }
+
+    #[test]
+    fn errors_are_errors() {
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(-1); // -EPERM
+        let bytes = datagram(vec![NetlinkPayload::Error(error)]);
+        let err = parse(&bytes, &mut Table::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("refused the sock_diag dump"),
+            "{err}"
+        );
+        assert!(parse(&[1, 2, 3], &mut Table::default()).is_err());
+        let mut truncated = datagram(vec![response(320)]);
+        truncated.truncate(40);
+        assert!(parse(&truncated, &mut Table::default()).is_err());
+    }
 }

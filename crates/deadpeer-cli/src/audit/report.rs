@@ -160,7 +160,7 @@ fn notice(nv: &NotVisible) -> Option<String> {
     }
     if nv.connections_without_tcp_info > 0 {
         parts.push(format!(
-            "the kernel gave no readable tcp_info for {} connections (Linux before 5.4?), so their idle time and probes are unknown",
+            "the kernel gave no readable tcp_info for {} connections (an older kernel), so their idle time and probes are unknown",
             nv.connections_without_tcp_info
         ));
     }
