@@ -10,7 +10,8 @@
 //! client namespace, spawn to exit with stdout read: `audit --json`, `audit` (text),
 //! `audit --pid 1` (the dump, the /proc scan for owners and the verdicts, nothing to print),
 //! `audit --port 1` (the dump alone: no socket matches, so there is no owner to look up), and
-//! `ss -tnoi` as a reference for what the kernel and iproute2 take for the same table.
+//! `ss -tnoi` and `ss -tnoip` (with owners, from the same /proc scan) as references for what the
+//! kernel and iproute2 take for the same table.
 //!
 //! Run: `sudo -E cargo bench -p deadpeer-cli --bench audit`. Without root it prints one
 //! `skipped audit bench: …` line and exits 0.
@@ -42,7 +43,12 @@ fn raise_nofile() {
 /// The server process: accepts `n` connections on `addr`, holds them until stdin closes.
 fn server(addr: SocketAddr, n: usize) {
     raise_nofile();
-    let listener = TcpListener::bind(addr).expect("bind");
+    // A deep backlog, so that no SYN is dropped while the accept loop catches up.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&addr.into()).expect("bind");
+    socket.listen(4096).expect("listen");
+    let listener = TcpListener::from(socket);
     let mut out = std::io::stdout();
     writeln!(out, "listening").unwrap();
     out.flush().unwrap();
@@ -118,12 +124,13 @@ fn main() {
         setup.elapsed().as_secs_f64()
     );
 
-    let variants: [(&'static str, &str, &[&str]); 5] = [
+    let variants: [(&'static str, &str, &[&str]); 6] = [
         ("deadpeer audit --json", BIN, &["audit", "--json"]),
         ("deadpeer audit", BIN, &["audit"]),
         ("deadpeer audit --pid 1", BIN, &["audit", "--pid", "1"]),
         ("deadpeer audit --port 1", BIN, &["audit", "--port", "1"]),
         ("ss -tnoi", "ss", &["-tnoi"]),
+        ("ss -tnoip", "ss", &["-tnoip"]),
     ];
     let mut stats: Vec<Stats> = variants
         .iter()
