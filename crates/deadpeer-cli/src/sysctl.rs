@@ -142,7 +142,7 @@ impl Values {
         }
     }
 
-    /// The sysctls whose value is outside [`Sysctl::range`].
+    /// The sysctls whose value is outside [`Sysctl::in_range`].
     pub(crate) fn out_of_range(&self) -> Vec<Sysctl> {
         Sysctl::ALL
             .into_iter()
