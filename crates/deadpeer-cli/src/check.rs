@@ -5,10 +5,11 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use deadpeer::{KeepalivePolicy, SocketKeepalive, TcpInfo};
+use serde::Serialize;
 
 use crate::error::CliError;
 use crate::output::{Out, bound, human, outln, user_timeout};
-use crate::parse;
+use crate::parse::{self, Target};
 
 /// Arguments of `deadpeer check`.
 #[derive(Debug, clap::Args)]
@@ -18,43 +19,98 @@ Examples:
   deadpeer check example.com:443 --policy fast
   deadpeer check [::1]:5432 --policy idle=60s,interval=10s,probes=6,user_timeout=30s
   deadpeer check db.internal:5432 --policy 60:10:6 --timeout 2s
+  deadpeer check 127.0.0.1:8080 --json
 
-Exits 1 when the connection fails or a value read back differs from the policy.")]
+Exits 1 when the connection fails or a value read back differs from the policy, 2 on a malformed
+target or policy.")]
 pub(crate) struct Args {
     // The help is an attribute, not a doc comment: rustdoc would read `[IPV6]` as a link.
     #[arg(
         value_name = "HOST:PORT",
+        value_parser = parse::target,
         help = "Where to connect: HOST:PORT, or [IPV6]:PORT"
     )]
-    target: String,
+    target: Target,
     /// The policy to apply: cloud (the default), fast, linux-default,
     /// idle=60s,interval=10s,probes=6[,user_timeout=auto|off|30s], or the nginx form 60:10:6.
-    #[arg(long, value_name = "POLICY", default_value = "cloud")]
-    policy: String,
+    #[arg(long, value_name = "POLICY", default_value = "cloud", value_parser = parse::policy_arg)]
+    policy: KeepalivePolicy,
     /// How long to wait for the connection.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse::duration)]
     timeout: Duration,
+    /// Print JSON instead of text (the exit status is the same).
+    #[arg(long)]
+    json: bool,
+}
+
+/// The socket's keepalive options, in `check --json`.
+#[derive(Debug, Serialize)]
+struct OptionsJson {
+    enabled: bool,
+    idle_secs: u64,
+    interval_secs: u64,
+    probes: u32,
+    /// `TCP_USER_TIMEOUT` in milliseconds, or null when off.
+    user_timeout_ms: Option<u128>,
+}
+
+impl From<&SocketKeepalive> for OptionsJson {
+    fn from(k: &SocketKeepalive) -> Self {
+        Self {
+            enabled: k.enabled,
+            idle_secs: k.idle.as_secs(),
+            interval_secs: k.interval.as_secs(),
+            probes: k.probes,
+            user_timeout_ms: k.user_timeout.map(|d| d.as_millis()),
+        }
+    }
+}
+
+/// `TCP_INFO` after applying the policy, in `check --json`.
+#[derive(Debug, Serialize)]
+struct TcpInfoJson {
+    state: &'static str,
+    rtt_us: u128,
+    probes: u8,
+    retransmits: u8,
+    unacked: u32,
+}
+
+/// `deadpeer check --json`.
+#[derive(Debug, Serialize)]
+struct CheckJson {
+    target: String,
+    addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    connect_ms: f64,
+    policy: KeepalivePolicy,
+    detection_bound_secs: u64,
+    /// The `TCP_USER_TIMEOUT` the policy sets, in milliseconds, or null when off.
+    user_timeout_ms: Option<u128>,
+    before: OptionsJson,
+    after: OptionsJson,
+    options: Vec<Row>,
+    tcp_info: Option<TcpInfoJson>,
+    /// True when every value read back matches the policy (the exit status is then 0).
+    ok: bool,
 }
 
 /// Runs `deadpeer check`.
 pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
-    let policy = parse::policy(&args.policy)?;
+    let policy = args.policy;
     if args.timeout.is_zero() {
-        return Err(CliError::usage("--timeout must be more than 0s"));
+        return Err(CliError::usage(
+            "--timeout 0s: the connection needs more than 0s; use e.g. --timeout 5s",
+        ));
     }
-    let (host, port) = split_target(&args.target)?;
-    let (stream, addr, took) = connect(&host, port, args.timeout)?;
-    let local = stream
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    outln!(
-        out,
-        "connected to {} ({addr}) from {local} in {:.1}ms",
-        args.target,
-        took.as_secs_f64() * 1000.0
-    );
-    outln!(out, "policy: {policy}");
+    let Target { host, port } = &args.target;
+    let shown = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let (stream, addr, took) = connect(host, *port, args.timeout)?;
+    let local = stream.local_addr().ok();
 
     let inspect = |when: &str| {
         deadpeer::inspect(&stream).map_err(|e| {
@@ -62,62 +118,95 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         })
     };
     let before = inspect("before applying the policy")?;
-    outln!(
-        out,
-        "SO_KEEPALIVE before apply: {}  (idle={}s interval={}s probes={} user_timeout={})",
-        on_off(before.enabled),
-        before.idle.as_secs(),
-        before.interval.as_secs(),
-        before.probes,
-        user_timeout(before.user_timeout)
-    );
     deadpeer::apply(&stream, &policy)
         .map_err(|e| CliError::runtime(format!("cannot apply {policy}: {e}")))?;
     let after = inspect("after applying the policy")?;
-    outln!(out, "SO_KEEPALIVE after apply:  {}", on_off(after.enabled));
-    outln!(out);
-
     let rows = compare(&policy, &after);
-    outln!(out, "  {:<18}{:<12}{}", "option", "wanted", "effective");
-    for row in &rows {
-        let verdict = if row.ok { "ok" } else { "DIFFERS" };
-        outln!(
-            out,
-            "  {:<18}{:<12}{:<12}{verdict}",
-            row.option,
-            row.wanted,
-            row.effective
-        );
-    }
-    outln!(out);
-    outln!(
-        out,
-        "detection bound: {}, a dead idle peer is found within it",
-        bound(&policy)
-    );
-    match policy.effective_user_timeout() {
-        Some(ut) => outln!(
-            out,
-            "unacknowledged data: dropped after {} (TCP_USER_TIMEOUT)",
-            user_timeout(Some(ut))
-        ),
-        None => outln!(
-            out,
-            "unacknowledged data: no TCP_USER_TIMEOUT, dropped only after tcp_retries2 (about 924.6s with 15)"
-        ),
-    }
-    match deadpeer::tcp_info(&stream) {
-        Ok(info) => outln!(out, "{}", tcp_info_line(&info)),
-        Err(e) => outln!(out, "TCP_INFO: unavailable ({e})"),
-    }
-
+    let info = deadpeer::tcp_info(&stream);
     let differ: Vec<String> = rows
         .iter()
         .filter(|r| !r.ok)
         .map(|r| format!("{} is {}, wanted {}", r.option, r.effective, r.wanted))
         .collect();
-    if differ.is_empty() && after.matches(&policy) {
-        outln!(out, "ok: every value read back matches the policy");
+    let ok = differ.is_empty() && after.matches(&policy);
+
+    if args.json {
+        out.json(&CheckJson {
+            target: shown,
+            addr,
+            local_addr: local,
+            connect_ms: (took.as_secs_f64() * 10_000.0).round() / 10.0,
+            policy,
+            detection_bound_secs: policy.detection_bound().as_secs(),
+            user_timeout_ms: policy.effective_user_timeout().map(|d| d.as_millis()),
+            before: (&before).into(),
+            after: (&after).into(),
+            options: rows,
+            tcp_info: info.as_ref().ok().map(|i| TcpInfoJson {
+                state: state_name(i.state),
+                rtt_us: i.rtt.as_micros(),
+                probes: i.probes,
+                retransmits: i.retransmits,
+                unacked: i.unacked,
+            }),
+            ok,
+        });
+    } else {
+        let local = local.map_or_else(|| "?".into(), |a| a.to_string());
+        outln!(
+            out,
+            "connected to {shown} ({addr}) from {local} in {:.1}ms",
+            took.as_secs_f64() * 1000.0
+        );
+        outln!(out, "policy: {policy}");
+        outln!(
+            out,
+            "SO_KEEPALIVE before apply: {}  (idle={}s interval={}s probes={} user_timeout={})",
+            on_off(before.enabled),
+            before.idle.as_secs(),
+            before.interval.as_secs(),
+            before.probes,
+            user_timeout(before.user_timeout)
+        );
+        outln!(out, "SO_KEEPALIVE after apply:  {}", on_off(after.enabled));
+        outln!(out);
+        outln!(out, "  {:<18}{:<12}{}", "option", "wanted", "effective");
+        for row in &rows {
+            let verdict = if row.ok { "ok" } else { "DIFFERS" };
+            outln!(
+                out,
+                "  {:<18}{:<12}{:<12}{verdict}",
+                row.option,
+                row.wanted,
+                row.effective
+            );
+        }
+        outln!(out);
+        outln!(
+            out,
+            "detection bound: {}, a dead idle peer is found within it",
+            bound(&policy)
+        );
+        match policy.effective_user_timeout() {
+            Some(ut) => outln!(
+                out,
+                "unacknowledged data: dropped after {} (TCP_USER_TIMEOUT)",
+                user_timeout(Some(ut))
+            ),
+            None => outln!(
+                out,
+                "unacknowledged data: no TCP_USER_TIMEOUT, dropped only after tcp_retries2 (about 924.6s with 15)"
+            ),
+        }
+        match &info {
+            Ok(info) => outln!(out, "{}", tcp_info_line(info)),
+            Err(e) => outln!(out, "TCP_INFO: unavailable ({e})"),
+        }
+        if ok {
+            outln!(out, "ok: every value read back matches the policy");
+        }
+    }
+    if ok {
         Ok(())
     } else {
         Err(CliError::runtime(format!(
@@ -125,28 +214,6 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
             differ.join(", ")
         )))
     }
-}
-
-/// Splits `HOST:PORT` or `[IPV6]:PORT`.
-fn split_target(target: &str) -> Result<(String, u16), CliError> {
-    let bad = |why: &str| {
-        CliError::usage(format!(
-            "{target:?} is not HOST:PORT ({why}); write it like example.com:443, 10.0.0.1:80 or [::1]:8080"
-        ))
-    };
-    let (host, port) = target.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-    let host = match host.strip_prefix('[') {
-        Some(rest) => rest.strip_suffix(']').ok_or_else(|| bad("unclosed ["))?,
-        None if host.contains(':') => return Err(bad("put an IPv6 address in brackets")),
-        None => host,
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
-    Ok((host.to_owned(), port))
 }
 
 fn connect(
@@ -182,7 +249,7 @@ fn on_off(enabled: bool) -> &'static str {
     if enabled { "ON" } else { "OFF" }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 struct Row {
     option: &'static str,
     wanted: String,
@@ -226,8 +293,9 @@ fn compare(policy: &KeepalivePolicy, got: &SocketKeepalive) -> Vec<Row> {
     rows
 }
 
-fn tcp_info_line(info: &TcpInfo) -> String {
-    let state = match info.state {
+/// The name of a `tcpi_state` value.
+fn state_name(state: u8) -> &'static str {
+    match state {
         1 => "ESTABLISHED",
         2 => "SYN_SENT",
         3 => "SYN_RECV",
@@ -240,7 +308,11 @@ fn tcp_info_line(info: &TcpInfo) -> String {
         10 => "LISTEN",
         11 => "CLOSING",
         _ => "?",
-    };
+    }
+}
+
+fn tcp_info_line(info: &TcpInfo) -> String {
+    let state = state_name(info.state);
     format!(
         "TCP_INFO: state {state} ({}), rtt {:.3}ms, keepalive probes out {}, retransmits {}, unacked {}",
         info.state,
@@ -249,19 +321,4 @@ fn tcp_info_line(info: &TcpInfo) -> String {
         info.retransmits,
         info.unacked
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        assert_eq!(split_target("a.b:80").unwrap(), ("a.b".into(), 80));
-        assert_eq!(split_target("[::1]:8080").unwrap(), ("::1".into(), 8080));
-        assert!(split_target("a.b").is_err());
-        assert!(split_target("::1:80").is_err());
-        assert!(split_target(":80").is_err());
-        assert!(split_target("a:99999").is_err());
-    }
 }

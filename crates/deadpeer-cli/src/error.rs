@@ -1,4 +1,5 @@
-//! Errors and exit codes: 1 for runtime failures, 2 for bad input, always one line on stderr.
+//! Errors and exit codes: 1 for runtime failures, 2 for bad input, 3 for `--fail-on` matches,
+//! always one line on stderr.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -10,6 +11,8 @@ use deadpeer::PolicyError;
 pub(crate) const RUNTIME: u8 = 1;
 /// Exit status for bad input.
 pub(crate) const USAGE: u8 = 2;
+/// Exit status when `audit --fail-on` found a matching connection.
+pub(crate) const MATCHED: u8 = 3;
 
 /// A failure to report: a one-line message and an exit status.
 #[derive(Debug)]
@@ -31,6 +34,14 @@ impl CliError {
     pub(crate) fn runtime(message: impl fmt::Display) -> Self {
         Self {
             code: RUNTIME,
+            message: message.to_string(),
+        }
+    }
+
+    /// A check that found what it was told to fail on: exit status 3.
+    pub(crate) fn matched(message: impl fmt::Display) -> Self {
+        Self {
+            code: MATCHED,
             message: message.to_string(),
         }
     }

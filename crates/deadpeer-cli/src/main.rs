@@ -1,14 +1,17 @@
 //! The `deadpeer` command: show and set the kernel's TCP keepalive defaults, check that a
-//! keepalive policy takes effect on a live connection, and plan a policy from a goal.
+//! keepalive policy takes effect on a live connection, plan a policy from a goal, demo zombie
+//! connections being caught, and audit the host's connections for the ones nothing protects.
 //!
 //! Exit status: 0 on success, 1 on a runtime failure (no privilege, a host that does not resolve,
 //! a refused connection, a socket whose read-back values differ from the policy), 2 on bad input
-//! (a usage error or a value the kernel would not accept). Errors are one line on stderr.
+//! (a usage error, a value the kernel would not accept, a malformed target), 3 when
+//! `audit --fail-on` matches. Errors are one line on stderr.
 //!
 //! Each subcommand lives in its own module with an `Args` struct and a `run` function; adding one
 //! means adding a module, a variant to [`Command`] and an arm to [`Command::run`].
 #![forbid(unsafe_code)]
 
+mod audit;
 mod check;
 mod demo;
 mod error;
@@ -16,6 +19,7 @@ mod kernel;
 mod output;
 mod parse;
 mod plan;
+mod sysctl;
 
 use std::process::ExitCode;
 
@@ -30,14 +34,17 @@ Examples:
   deadpeer kernel --json                           the same, as JSON
   deadpeer kernel set --idle 300s --dry-run        print the sysctl lines instead of writing
   sudo deadpeer kernel set --idle 300s --interval 60s --probes 30
+  sudo deadpeer kernel set --policy cloud --persist  set, and keep it across reboots in /etc/sysctl.d
   deadpeer check example.com:443 --policy fast     apply a policy to a live connection and read it back
   deadpeer plan --detect-within 30s                a policy, as nginx, HAProxy and sysctl settings
   deadpeer plan --idle-timeout 350s                stay open through an AWS NLB
   sudo deadpeer demo                               watch three zombie connections get caught (about 15 s)
+  deadpeer audit                                   every TCP connection: keepalive, idle time, owner, verdict
+  deadpeer audit --fail-on unprotected             a monitoring check: exit 3 if any connection is unprotected
 
-Exit status: 0 ok, 1 runtime failure, 2 bad input.";
+Exit status: 0 ok, 1 runtime failure, 2 bad input, 3 an audit --fail-on match.";
 
-/// Find dead TCP peers within a bound you choose: inspect, set and plan TCP keepalive.
+/// Find dead TCP peers within a bound you choose: inspect, set, plan and audit TCP keepalive.
 #[derive(Debug, Parser)]
 #[command(
     name = "deadpeer",
@@ -61,6 +68,8 @@ enum Command {
     Plan(plan::Args),
     /// Watch three zombie connections get caught, live, in a network-namespace lab (needs root).
     Demo(demo::Args),
+    /// List this network namespace's TCP connections: keepalive, idle time, owner and a verdict.
+    Audit(audit::Args),
 }
 
 impl Command {
@@ -70,6 +79,7 @@ impl Command {
             Command::Check(args) => check::run(args, out),
             Command::Plan(args) => plan::run(args, out),
             Command::Demo(args) => demo::run(args, out),
+            Command::Audit(args) => audit::run(args, out),
         }
     }
 }

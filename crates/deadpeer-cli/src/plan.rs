@@ -3,24 +3,25 @@
 use std::time::Duration;
 
 use clap::ArgGroup;
-use deadpeer::kernel::{sysctl_command, sysctl_conf};
 use deadpeer::{KeepalivePolicy, UserTimeout};
 use serde::Serialize;
 
 use crate::error::CliError;
 use crate::output::{Out, bound, human, outln, user_timeout};
 use crate::parse;
+use crate::sysctl::{DEFAULT_CONF, Settings};
 
 /// Arguments of `deadpeer plan`.
 #[derive(Debug, clap::Args)]
 #[command(
-    group(ArgGroup::new("goal").required(true).multiple(true).args(["detect_within", "idle_timeout"])),
+    group(ArgGroup::new("goal").required(true).multiple(true).args(["detect_within", "idle_timeout", "policy"])),
     after_help = "\
 Examples:
   deadpeer plan --detect-within 30s                   find a dead peer within 30 s
   deadpeer plan --idle-timeout 350s                   stay open through an AWS NLB (350 s idle timeout)
   deadpeer plan --detect-within 2m --idle-timeout 4m  both: Azure LB, and dead peers within 2 minutes
   deadpeer plan --detect-within 30s --json
+  deadpeer plan --policy cloud                        a policy you already have, in every form
 
 --detect-within gives idle half the budget and three probes in the other half.
 --idle-timeout puts the idle time at 75% of the middlebox timeout, the interval at 10%, 5 probes.
@@ -34,6 +35,10 @@ pub(crate) struct Args {
     /// drops flows idle this long, e.g. 350s for AWS NLB or 4m for Azure LB.
     #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
     idle_timeout: Option<Duration>,
+    /// No goal: print this policy in every form (cloud, fast, linux-default,
+    /// idle=60s,interval=10s,probes=6[,user_timeout=…], or 60:10:6).
+    #[arg(long, value_name = "POLICY", value_parser = parse::policy_arg, conflicts_with_all = ["detect_within", "idle_timeout"])]
+    policy: Option<KeepalivePolicy>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -57,13 +62,16 @@ struct PlanJson {
 
 /// Runs `deadpeer plan`.
 pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
-    let policy = choose(args.detect_within, args.idle_timeout)?;
+    let policy = match args.policy {
+        Some(p) => p,
+        None => choose(args.detect_within, args.idle_timeout)?,
+    };
     let nginx = nginx(&policy);
     let haproxy = haproxy(&policy);
     // There is no system-wide user timeout: the sysctl forms carry the other three values only.
-    let system = policy.with_user_timeout(UserTimeout::Off)?;
-    let command = sysctl_command(&system);
-    let conf = sysctl_conf(&system);
+    let system = Settings::keepalive(&policy.with_user_timeout(UserTimeout::Off)?);
+    let command = system.command();
+    let conf = system.conf(DEFAULT_CONF);
 
     if args.json {
         out.json(&PlanJson {
@@ -82,6 +90,9 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
     }
 
     let mut goals = Vec::new();
+    if args.policy.is_some() {
+        goals.push("the policy given".to_owned());
+    }
     if let Some(d) = args.detect_within {
         goals.push(format!("find a dead peer within {}", human(d)));
     }

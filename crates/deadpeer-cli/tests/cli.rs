@@ -5,72 +5,14 @@
 //! host's values are unchanged afterwards.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_deadpeer");
+mod support;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run the deadpeer binary")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Asserts success with an empty stderr, and returns stdout.
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "expected success, got {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    );
-    assert_eq!(stderr(o), "", "stderr should be empty on success");
-    stdout(o)
-}
-
-/// Asserts exit status `code` and exactly one line on stderr, `error: …`; returns that line.
-fn one_line_error(o: &Output, code: i32) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "expected exit {code}\nstdout:\n{}\nstderr:\n{err}",
-        stdout(o)
-    );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains("RUST_BACKTRACE"), "{err}");
-    lines[0].to_owned()
-}
-
-/// The host's keepalive defaults, read straight from /proc: (time, intvl, probes).
-fn proc_values() -> (u64, u64, u64) {
-    let read = |f: &str| -> u64 {
-        std::fs::read_to_string(format!("/proc/sys/net/ipv4/{f}"))
-            .unwrap_or_else(|e| panic!("read {f}: {e}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (
-        read("tcp_keepalive_time"),
-        read("tcp_keepalive_intvl"),
-        read("tcp_keepalive_probes"),
-    )
-}
+use support::{
+    BIN, TempBin, ok, one_line_error, proc_values, run, run_in, skip, stderr, stdout, words,
+};
 
 /// `2h 11m 15s (7200 + 75 × 9)` for the given values.
 fn bound_string((t, i, p): (u64, u64, u64)) -> String {
@@ -84,7 +26,7 @@ fn bound_string((t, i, p): (u64, u64, u64)) -> String {
 fn help_has_examples() {
     let out = ok(&run(&["--help"]));
     assert!(out.contains("Examples:"), "{out}");
-    for sub in ["kernel", "check", "plan"] {
+    for sub in ["kernel", "check", "plan", "audit"] {
         assert!(out.contains(sub), "{out}");
         let sub_help = ok(&run(&[sub, "--help"]));
         assert!(sub_help.contains("Examples:"), "{sub}: {sub_help}");
@@ -134,17 +76,9 @@ fn kernel_json_parses() {
 #[test]
 fn kernel_set_dry_run_prints_sysctl_lines_and_writes_nothing() {
     let before = proc_values();
-    let out = ok(&run(&[
-        "kernel",
-        "set",
-        "--idle",
-        "300s",
-        "--interval",
-        "60s",
-        "--probes",
-        "30",
-        "--dry-run",
-    ]));
+    let out = ok(&run(&words(
+        "kernel set --idle 300s --interval 60s --probes 30 --dry-run",
+    )));
     assert!(
         out.contains(
             "sysctl -w net.ipv4.tcp_keepalive_time=300 net.ipv4.tcp_keepalive_intvl=60 \
@@ -198,6 +132,86 @@ fn usage_errors_are_one_line_with_exit_2() {
     one_line_error(&run(&["plan"]), 2);
     one_line_error(&run(&["check", "localhost"]), 2);
     one_line_error(&run(&["check", "127.0.0.1:1", "--timeout", "0s"]), 2);
+    // Malformed targets are bad input, caught before any lookup.
+    for target in [
+        "[::1]]:80",
+        "[::1:80",
+        "::1:80",
+        "a b:80",
+        "999.1.1.1:80",
+        "host:0",
+    ] {
+        let line = one_line_error(&run(&["check", target]), 2);
+        assert!(line.contains("is not HOST:PORT"), "{target}: {line}");
+    }
+    let line = one_line_error(&run(&["audit", "--fail-on", "dead"]), 2);
+    assert!(line.contains("\"dead\" is not a verdict"), "{line}");
+    let line = one_line_error(&run(&["audit", "--state", "establish"]), 2);
+    assert!(line.contains("\"establish\" is not a TCP state"), "{line}");
+    one_line_error(&run(&["audit", "--idle-over", "soon"]), 2);
+    one_line_error(&run(&["audit", "--port", "70000"]), 2);
+}
+
+#[test]
+fn every_policy_flag_takes_presets() {
+    let server = Server::start();
+    let out = ok(&run(&["check", &server.addr(), "--policy", "FAST"]));
+    assert!(out.contains("idle=15s,interval=5s,probes=3"), "{out}");
+    let out = ok(&run(&["plan", "--policy", "linux_default"]));
+    assert!(out.contains("listen 443 so_keepalive=7200:75:9;"), "{out}");
+    let out = ok(&run(&["kernel", "set", "--policy", "cloud", "--dry-run"]));
+    assert!(
+        out.contains("net.ipv4.tcp_keepalive_time=180 net.ipv4.tcp_keepalive_intvl=24 net.ipv4.tcp_keepalive_probes=5"),
+        "{out}"
+    );
+    // A flag overrides the policy's value.
+    let out = ok(&run(&words(
+        "kernel set --policy fast --probes 9 --dry-run",
+    )));
+    assert!(out.contains("net.ipv4.tcp_keepalive_probes=9"), "{out}");
+    for sub in [&["check", "127.0.0.1:1"][..], &["plan"], &["kernel", "set"]] {
+        let mut args = sub.to_vec();
+        args.extend(["--policy", "quick"]);
+        let line = one_line_error(&run(&args), 2);
+        assert!(
+            line.contains("presets: cloud, fast, linux-default"),
+            "{args:?}: {line}"
+        );
+    }
+}
+
+#[test]
+fn check_json_reports_every_value() {
+    let server = Server::start();
+    let out = ok(&run(&[
+        "check",
+        &server.addr(),
+        "--policy",
+        "fast",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["target"], server.addr());
+    assert_eq!(v["addr"], server.addr());
+    assert_eq!(
+        v["policy"],
+        "idle=15s,interval=5s,probes=3,user_timeout=auto"
+    );
+    assert_eq!(v["detection_bound_secs"], 30);
+    assert_eq!(v["before"]["enabled"], false);
+    assert_eq!(v["after"]["enabled"], true);
+    assert_eq!(v["after"]["idle_secs"], 15);
+    assert_eq!(v["after"]["interval_secs"], 5);
+    assert_eq!(v["after"]["probes"], 3);
+    assert_eq!(v["after"]["user_timeout_ms"], v["user_timeout_ms"]);
+    let options = v["options"].as_array().unwrap();
+    assert!(options.len() >= 4, "{out}");
+    assert!(options.iter().all(|o| o["ok"] == true), "{out}");
+    assert_eq!(v["tcp_info"]["state"], "ESTABLISHED");
+    // A failure to connect is still one line on stderr and no JSON.
+    let line = one_line_error(&run(&["check", "127.0.0.1:1", "--json"]), 1);
+    assert!(line.contains("cannot connect"), "{line}");
 }
 
 /// A local server that accepts connections and holds them until dropped.
@@ -398,91 +412,18 @@ fn closed_stdout_does_not_panic() {
 
 // ---- the real write path, in a throwaway network namespace ----
 
-/// Whether a missing privilege must fail the test instead of skipping it.
-fn require_netns() -> bool {
-    std::env::var("DEADPEER_REQUIRE_NETNS").is_ok_and(|v| v == "1")
-}
-
-/// Skips (one line) or, under `DEADPEER_REQUIRE_NETNS=1`, fails.
-fn skip(test: &str, reason: &str) {
-    if require_netns() {
-        panic!("{test} needs a network namespace (DEADPEER_REQUIRE_NETNS=1): {reason}");
-    }
-    println!("skipped {test}: {reason}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A network namespace deleted on drop, even when the test panics.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Result<Self, String> {
-        if !is_root() {
-            return Err("not root".into());
-        }
-        let name = format!("dpcli-{}-{tag}", std::process::id());
-        let o = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !o.status.success() {
-            return Err(format!(
-                "ip netns add failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        Ok(Self { name })
-    }
-
-    /// Runs `program args…` inside the namespace.
-    fn exec(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .expect("run ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
 #[test]
 fn kernel_set_writes_inside_a_throwaway_netns_only() {
     let host_before = proc_values();
-    let ns = match Netns::create("set") {
-        Ok(ns) => ns,
-        Err(reason) => return skip("kernel_set_writes_inside_a_throwaway_netns_only", &reason),
+    let Some(lab) =
+        deadpeer_testkit::lab_or_skip("kernel_set_writes_inside_a_throwaway_netns_only")
+    else {
+        return;
     };
-    let o = ns.exec(
-        BIN,
-        &[
-            "kernel",
-            "set",
-            "--idle",
-            "300s",
-            "--interval",
-            "60s",
-            "--probes",
-            "30",
-        ],
+    let ns = lab.server();
+    let o = run_in(
+        ns,
+        &words("kernel set --idle 300s --interval 60s --probes 30"),
     );
     let out = ok(&o);
     assert!(out.contains("before: idle="), "{out}");
@@ -494,20 +435,20 @@ fn kernel_set_writes_inside_a_throwaway_netns_only() {
     );
 
     // A flag left out keeps the value just written.
-    let out = ok(&ns.exec(BIN, &["kernel", "set", "--probes", "5"]));
+    let out = ok(&run_in(ns, &["kernel", "set", "--probes", "5"]));
     assert!(
         out.contains("after:  idle=300s interval=60s probes=5"),
         "{out}"
     );
 
     let v: serde_json::Value =
-        serde_json::from_str(&ok(&ns.exec(BIN, &["kernel", "--json"]))).unwrap();
+        serde_json::from_str(&ok(&run_in(ns, &["kernel", "--json"]))).unwrap();
     assert_eq!(v["idle_secs"], 300);
     assert_eq!(v["interval_secs"], 60);
     assert_eq!(v["probes"], 5);
     assert_eq!(v["detection_bound"], "10m (300 + 60 × 5)");
 
-    drop(ns);
+    drop(lab);
     assert_eq!(
         proc_values(),
         host_before,
@@ -515,58 +456,19 @@ fn kernel_set_writes_inside_a_throwaway_netns_only() {
     );
 }
 
-/// A copy of the binary that an unprivileged user can run, removed on drop.
-struct TempBin {
-    dir: PathBuf,
-    bin: PathBuf,
-}
-
-impl TempBin {
-    fn new() -> std::io::Result<Self> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("dpcli-bin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
-        let bin = dir.join("deadpeer");
-        std::fs::copy(BIN, &bin)?;
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-        Ok(Self { dir, bin })
-    }
-}
-
-impl Drop for TempBin {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn kernel_set_without_privilege_exits_1() {
     const TEST: &str = "kernel_set_without_privilege_exits_1";
     let host_before = proc_values();
     // Inside a throwaway namespace, so that even a bug could not touch the host.
-    let ns = match Netns::create("noperm") {
-        Ok(ns) => ns,
-        Err(reason) => return skip(TEST, &reason),
+    let Some(lab) = deadpeer_testkit::lab_or_skip(TEST) else {
+        return;
     };
     if Command::new("setpriv").arg("--version").output().is_err() {
         return skip(TEST, "setpriv (util-linux) is missing");
     }
-    let bin = TempBin::new().expect("copy the binary");
-    let bin_path = bin.bin.to_str().unwrap().to_owned();
-    let o = ns.exec(
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &bin_path,
-            "kernel",
-            "set",
-            "--idle",
-            "400s",
-        ],
-    );
+    let bin = TempBin::new("noperm").expect("copy the binary");
+    let o = bin.run_as_nobody(lab.server(), &["kernel", "set", "--idle", "400s"]);
     let line = one_line_error(&o, 1);
     assert!(line.contains("needs root"), "{line}");
     assert!(
@@ -576,6 +478,6 @@ fn kernel_set_without_privilege_exits_1() {
     let out = stdout(&o);
     assert!(out.contains("before: idle="), "{out}");
     assert!(!out.contains("after:"), "{out}");
-    drop(ns);
+    drop(lab);
     assert_eq!(proc_values(), host_before);
 }
