@@ -2,11 +2,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use tokio::net::TcpStream;
 
 use crate::listener::KeepaliveListener;
 use crate::liveness::Liveness;
@@ -17,37 +15,20 @@ use crate::stream::KeepaliveStream;
 ///
 /// Accept errors follow axum's own contract for `TcpListener`: connection errors
 /// (`ECONNREFUSED`, `ECONNABORTED`, `ECONNRESET`) are skipped, anything else (such as `EMFILE`)
-/// is logged at ERROR and retried after a second.
+/// is logged at ERROR (`accept failed; retrying in 1s`) and retried after a second. A connection
+/// that [strict](KeepaliveListener::strict) mode refuses is dropped and the next one is accepted
+/// at once.
 impl Listener for KeepaliveListener {
-    type Io = KeepaliveStream<TcpStream>;
+    type Io = KeepaliveStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match KeepaliveListener::accept(self).await {
-                Ok(conn) => return conn,
-                Err(e) => handle_accept_error(e).await,
-            }
-        }
+        self.accept_forever().await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         KeepaliveListener::local_addr(self)
     }
-}
-
-async fn handle_accept_error(e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    #[cfg(feature = "tracing")]
-    tracing::error!("accept error: {e}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Handlers get their connection's [`Liveness`] with `ConnectInfo<Liveness>`, after

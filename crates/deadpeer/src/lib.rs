@@ -22,37 +22,35 @@ pub mod error;
 pub mod kernel;
 pub mod policy;
 mod sys;
+mod trace;
 
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;
 pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};
-#[doc(hidden)]
-pub use sys::debug_apply_calls_on_this_thread;
 pub use sys::{SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
 
 #[cfg(feature = "tokio")]
-mod listener;
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod listener;
 #[cfg(feature = "tokio")]
-mod liveness;
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod liveness;
 #[cfg(feature = "tokio")]
-mod stream;
-mod trace;
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod stream;
 
 #[cfg(feature = "tokio")]
-pub use listener::{KeepaliveListener, ListenerMode, TcpListenerExt};
+pub use listener::KeepaliveListener;
 #[cfg(feature = "tokio")]
-pub use liveness::{Dead, Liveness, State};
+pub use liveness::Liveness;
 #[cfg(feature = "tokio")]
-pub use stream::{AsTcpStream, KeepaliveStream, TcpStreamExt, connect};
+pub use stream::{KeepaliveStream, connect};
 
 #[cfg(feature = "axum")]
 mod axum_impl;
 #[cfg(feature = "tonic")]
 mod tonic_impl;
 
-#[cfg(feature = "tonic")]
-pub use tonic_impl::Incoming;
-#[cfg(feature = "hyper")]
-mod hyper_impl;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod layer;

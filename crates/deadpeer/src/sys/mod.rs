@@ -37,7 +37,7 @@ pub struct SocketKeepalive {
 
 impl SocketKeepalive {
     /// Whether these values are exactly what [`apply`] sets for `policy`.
-    pub fn matches(&self, policy: &KeepalivePolicy) -> bool {
+    pub fn matches(&self, policy: KeepalivePolicy) -> bool {
         self.enabled
             && self.idle == policy.idle()
             && self.interval == policy.interval()
@@ -45,9 +45,23 @@ impl SocketKeepalive {
             && (!HAS_USER_TIMEOUT || self.user_timeout == policy.effective_user_timeout())
     }
 
-    /// The detection bound these values give: `idle + interval × probes`.
+    /// The detection bound these values give: `idle + interval × probes`, or, with a user
+    /// timeout, the first probe tick at or past it (see
+    /// [`KeepalivePolicy::detection_bound`]).
     pub fn detection_bound(&self) -> Duration {
-        self.idle + self.interval * self.probes
+        let probes = match self.user_timeout {
+            Some(ut) if !self.interval.is_zero() => {
+                let after_idle = ut.saturating_sub(self.idle);
+                let ticks = after_idle
+                    .as_nanos()
+                    .div_ceil(self.interval.as_nanos())
+                    .max(1);
+                u32::try_from(ticks).unwrap_or(u32::MAX)
+            }
+            _ => self.probes,
+        };
+        self.idle
+            .saturating_add(self.interval.saturating_mul(probes))
     }
 }
 
@@ -128,11 +142,11 @@ const HAS_USER_TIMEOUT: bool = cfg!(any(
 /// # fn main() -> std::io::Result<()> {
 /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 /// let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
-/// deadpeer::apply(&stream, &deadpeer::KeepalivePolicy::FAST)?;
-/// assert!(deadpeer::inspect(&stream)?.matches(&deadpeer::KeepalivePolicy::FAST));
+/// deadpeer::apply(&stream, deadpeer::KeepalivePolicy::FAST)?;
+/// assert!(deadpeer::inspect(&stream)?.matches(deadpeer::KeepalivePolicy::FAST));
 /// # Ok(()) }
 /// ```
-pub fn apply(socket: &impl AsFd, policy: &KeepalivePolicy) -> io::Result<()> {
+pub fn apply(socket: &impl AsFd, policy: KeepalivePolicy) -> io::Result<()> {
     #[cfg(debug_assertions)]
     APPLY_CALLS.with(|c| c.set(c.get() + 1));
     let sock = SockRef::from(socket);
@@ -158,10 +172,10 @@ thread_local! {
     static APPLY_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// How many times [`apply`] ran on this thread (debug builds only; 0 in release builds). Tests use
-/// it to prove that accepting from an inheriting listener makes no `setsockopt`.
-#[doc(hidden)]
-pub fn debug_apply_calls_on_this_thread() -> u64 {
+/// How many times [`apply`] ran on this thread (debug builds only; 0 in release builds). A test
+/// uses it to prove that accepting from an inheriting listener makes no `setsockopt`.
+#[cfg(all(test, feature = "tokio"))]
+pub(crate) fn debug_apply_calls_on_this_thread() -> u64 {
     #[cfg(debug_assertions)]
     return APPLY_CALLS.with(std::cell::Cell::get);
     #[cfg(not(debug_assertions))]
