@@ -128,8 +128,7 @@ impl KeepaliveListener {
     /// Cancel safe, as [`TcpListener::accept`]: if the future is dropped before it completes, no
     /// connection is lost.
     pub async fn accept(&self) -> io::Result<(KeepaliveStream, SocketAddr)> {
-        let (stream, peer) = self.inner.accept().await?;
-        self.finish_accept(stream, peer)
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
     /// Polls to accept a connection, for `Stream` adapters and hand-written futures.

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::Duration;
 
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
@@ -44,7 +44,8 @@ pub(crate) struct Meta {
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) policy: Option<KeepalivePolicy>,
-    pub(crate) since: Instant,
+    /// When the stream was wrapped: milliseconds on the coarse clock (`sys::coarse_now`).
+    pub(crate) since_ms: u64,
 }
 
 impl Meta {
@@ -57,7 +58,7 @@ impl Meta {
             peer_addr,
             local_addr,
             policy,
-            since: Instant::now(),
+            since_ms: sys::coarse_now().as_millis() as u64,
         }
     }
 }
@@ -243,7 +244,7 @@ impl Shared {
             cause,
             self.meta.peer_addr,
             self.meta.local_addr,
-            self.meta.since.elapsed(),
+            sys::coarse_now().saturating_sub(Duration::from_millis(self.meta.since_ms)),
             info.map(|i| i.last_data_recv),
             self.meta.policy,
             Some(errno),

@@ -160,6 +160,7 @@ pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
 
 /// ERROR when accepting fails for a reason other than one connection's (e.g. `EMFILE`); the
 /// server retries after a second.
+#[cfg(feature = "axum")]
 pub(crate) fn accept_failed(local: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
     tracing::error!(local.addr = %Addr(local), error = %error, "accept failed; retrying in 1s");

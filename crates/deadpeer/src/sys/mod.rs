@@ -334,6 +334,33 @@ pub(crate) fn is_aftermath(errno: i32) -> bool {
     matches!(errno, libc::EPIPE | libc::ENOTCONN)
 }
 
+/// A monotonic timestamp from the kernel's coarse clock (`CLOCK_MONOTONIC_COARSE`: the time of
+/// the last timer tick, 1–10 ms resolution), read without a hardware clock access: a few
+/// nanoseconds, against about 25 for `Instant::now`. For `connected_for`, which needs no finer
+/// resolution, on the accept path.
+#[cfg(feature = "tokio")]
+#[allow(unsafe_code)]
+pub(crate) fn coarse_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call; the clock id is
+    // a constant the platform defines. On failure (impossible for these ids) `ts` stays zero.
+    let rc = unsafe { libc::clock_gettime(CLOCK, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// Takes (and clears) the socket's pending error, `SO_ERROR`.
 #[cfg(feature = "tokio")]
 pub(crate) fn take_error(socket: &impl AsFd) -> io::Result<Option<io::Error>> {
@@ -358,5 +385,28 @@ fn option_error(e: io::Error, option: &str, verb: &str) -> io::Error {
     } else {
         // Keep the OS error as it is, so `raw_os_error()` still works.
         e
+    }
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use super::*;
+
+    /// `coarse_now` reads a real, monotonic clock: not zero, never backwards, and it advances
+    /// with `Instant` within the coarse clock's resolution (at most 10 ms, HZ=100).
+    #[test]
+    fn coarse_clock_is_monotonic_and_tracks_instant() {
+        let (a, start) = (coarse_now(), std::time::Instant::now());
+        assert!(a > Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(50));
+        let b = coarse_now();
+        let real = start.elapsed();
+        assert!(b >= a);
+        let coarse = b - a;
+        assert!(
+            coarse + Duration::from_millis(20) >= real
+                && coarse <= real + Duration::from_millis(20),
+            "coarse {coarse:?} against {real:?}"
+        );
     }
 }
