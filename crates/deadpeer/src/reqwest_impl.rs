@@ -1,23 +1,24 @@
 //! reqwest: a [`KeepalivePolicy`] on every connection a [`reqwest::Client`] opens, and the
 //! kernel's verdict read back from its errors.
 //!
-//! ```no_run
+//! ```
 //! use deadpeer::KeepalivePolicy;
 //! use deadpeer::reqwest::{ClientBuilderExt, PeerDeath};
 //!
-//! # async fn fetch() -> Result<(), reqwest::Error> {
-//! let client = reqwest::Client::builder()
-//!     .tcp_keepalive_policy(KeepalivePolicy::FAST)
-//!     .build()?;
+//! async fn fetch() -> Result<(), reqwest::Error> {
+//!     let client = reqwest::Client::builder()
+//!         .tcp_keepalive_policy(KeepalivePolicy::FAST) // dead within 30 s
+//!         .build()?;
 //!
-//! match client.get("http://10.0.0.2:8080/slow").send().await {
-//!     Ok(response) => println!("{}", response.status()),
-//!     Err(err) => match PeerDeath::find(&err) {
-//!         Some(death) => eprintln!("server dead: {death}"), // peer died: timeout (…; os error 110)
-//!         None => eprintln!("request failed: {err}"),
-//!     },
+//!     match client.get("http://10.0.0.2:8080/slow").send().await {
+//!         Ok(response) => println!("{}", response.status()),
+//!         Err(err) => match PeerDeath::find(&err) {
+//!             Some(death) => eprintln!("server dead: {death}"), // peer died: timeout (…; os error 110)
+//!             None => eprintln!("request failed: {err}"),
+//!         },
+//!     }
+//!     Ok(())
 //! }
-//! # Ok(()) }
 //! ```
 //!
 //! # What reqwest users get

@@ -377,6 +377,33 @@ async fn a_forgotten_connection_fails_the_request_as_a_reset() {
     assert_eq!(death.possible_causes(), [Cause::Reset]);
 }
 
+/// No latch: a pooled connection that dies idle is dropped, and the next request, once the
+/// server is reachable again, opens a new connection and succeeds.
+#[tokio::test(flavor = "current_thread")]
+async fn an_idle_pooled_connection_that_died_is_replaced_by_the_next_request() {
+    let Some(lab) =
+        lab_or_skip("an_idle_pooled_connection_that_died_is_replaced_by_the_next_request")
+    else {
+        return;
+    };
+    let p = policy(1, 1, 3);
+    let server = Server::start(&lab, 7251);
+    let _inside = lab.client().enter().unwrap();
+    let client = client(reqwest::Client::builder().tcp_keepalive_policy(p), &server).await;
+    assert_eq!(reqwest_sockets(&lab, server.addr).len(), 1);
+
+    lab.blackhole().unwrap();
+    tokio::time::sleep(deadline(&p)).await;
+    assert!(
+        reqwest_sockets(&lab, server.addr).is_empty(),
+        "the idle connection outlived the bound"
+    );
+    lab.heal().unwrap();
+    let response = client.get(server.url("/ok")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert_eq!(server.connections(), 2, "a new connection");
+}
+
 /// The negative control: the same request under reqwest's own defaults (15 s idle, 15 s interval,
 /// 3 probes, 30 s user timeout) is still pending at the policy's deadline.
 #[tokio::test(flavor = "current_thread")]
