@@ -48,7 +48,11 @@
 //!   [`Liveness`](crate::Liveness) future: reqwest users learn of a death when a request or a
 //!   body read fails;
 //! - no strict mode: a `setsockopt` that fails is a `WARN` of hyper-util, and the connection
-//!   goes on without it.
+//!   goes on without it;
+//! - no cause at all over HTTP/2 (reqwest's `http2` feature, when TLS ALPN or prior knowledge
+//!   picks it): h2 keeps only the [`io::ErrorKind`] of the connection's error, inside an
+//!   `h2::Error` that has no [`source`](std::error::Error::source), so the errno is gone and
+//!   [`PeerDeath::find`] returns `None`. The policy is on the socket all the same.
 //!
 //! [`ClientBuilder::connector_layer`]: reqwest::ClientBuilder::connector_layer
 
@@ -154,7 +158,8 @@ impl PeerDeath {
     /// it. Works on errors of [`send`](reqwest::RequestBuilder::send) and of reading a response
     /// body ([`chunk`](reqwest::Response::chunk), [`bytes`](reqwest::Response::bytes), …).
     ///
-    /// `None` when the error has no such OS error (a status, a redirect, reqwest's own
+    /// `None` over HTTP/2, where h2 drops the errno (see the [module](self) docs), and when the
+    /// error has no such OS error (a status, a redirect, reqwest's own
     /// [`timeout`](reqwest::ClientBuilder::timeout), a decode error), and for connect errors
     /// ([`is_connect`](reqwest::Error::is_connect)): a connection that was never established has
     /// no peer to lose, even when the errno is the same (`ETIMEDOUT` for an unanswered SYN,
