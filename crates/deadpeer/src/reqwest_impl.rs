@@ -26,7 +26,7 @@
 //! - **The policy on every connection.** [`ClientBuilderExt::tcp_keepalive_policy`] sets all four
 //!   values through reqwest's own setters (`tcp_keepalive`, `tcp_keepalive_interval`,
 //!   `tcp_keepalive_retries`, `tcp_user_timeout`), replacing reqwest's defaults (15 s, 15 s,
-//!   3 probes, user timeout 30 s since reqwest 0.12.23). hyper-util's connector sets them on each
+//!   3 probes, user timeout 30 s: read back from a reqwest 0.13.5 socket). hyper-util's connector sets them on each
 //!   new socket before it connects, so a request on a connection to a dead server fails within
 //!   the policy's [`detection_bound`](KeepalivePolicy::detection_bound).
 //! - **The cause, from the errno.** [`PeerDeath::find`] walks a [`reqwest::Error`]'s
@@ -38,8 +38,9 @@
 //! # What they do not get, and why
 //!
 //! reqwest's connector is sealed: [`ClientBuilder::connector_layer`] hands a layer reqwest's own
-//! boxed connection after TLS, which has no socket to reach and cannot be replaced. So deadpeer
-//! cannot wrap reqwest's streams, and none of what a wrapped stream gives is there:
+//! boxed connection (after TLS) and wants one back. That type exposes no socket, and only reqwest
+//! can build one, so a layer can neither reach the socket nor wrap the stream. deadpeer cannot
+//! watch reqwest's connections, and none of what a wrapped stream gives is there:
 //!
 //! - no [`DeadPeer`](crate::DeadPeer) with addresses, `connected_for`, `idle_for` and policy;
 //! - no `TCP_INFO` at the moment of death, so an `ETIMEDOUT` cannot be told apart: unanswered
