@@ -16,6 +16,7 @@
 //! | `hyper` | no | hyper's `rt::Read`/`rt::Write` and hyper-util's `Connection` on wrapped connections |
 //! | `tonic` | no | tonic's `Connected` for [`KeepaliveStream`] and [`KeepaliveListener::incoming`] for `serve_with_incoming` |
 //! | `serde` | no | `Serialize`/`Deserialize` for [`KeepalivePolicy`] and [`UserTimeout`] |
+//! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy` (the policy on every connection of a `reqwest::Client`) and `reqwest::PeerDeath` (the cause from the errno in its errors) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
@@ -54,3 +55,7 @@ mod tonic_impl;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod layer;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+#[path = "reqwest_impl.rs"]
+pub mod reqwest;

@@ -305,7 +305,7 @@ pub(crate) fn classify(errno: i32, info: Option<&TcpInfo>) -> Option<Cause> {
 }
 
 #[cfg(feature = "tokio")]
-fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
+pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
     match errno {
         libc::ETIMEDOUT => match info {
             Some(i) if i.snd_wnd == Some(0) && i.probes == 0 => Cause::Stalled,
