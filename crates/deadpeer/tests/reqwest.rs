@@ -201,7 +201,7 @@ async fn the_policy_lands_on_reqwest_sockets_every_value_read_back_from_the_kern
     for (p, server) in [auto, off, fixed, limits].iter().zip(&servers) {
         clients.push(client(reqwest::Client::builder().tcp_keepalive_policy(*p), server).await);
         let got = options_on_the_connection(&lab, server.addr);
-        assert!(got.matches(p), "{p}: read back {got:?}");
+        assert!(got.matches(*p), "{p}: read back {got:?}");
         assert!(got.enabled, "{got:?}");
         assert_eq!(
             (got.idle, got.interval, got.probes, got.user_timeout),
@@ -265,7 +265,7 @@ async fn a_request_in_flight_to_a_blackholed_server_fails_within_the_bound() {
     let mut server = Server::start(&lab, 7211);
     let _inside = lab.client().enter().unwrap();
     let client = client(reqwest::Client::builder().tcp_keepalive_policy(p), &server).await;
-    assert!(options_on_the_connection(&lab, server.addr).matches(&p));
+    assert!(options_on_the_connection(&lab, server.addr).matches(p));
 
     let request = tokio::spawn(client.get(server.url("/hold")).send());
     let _held = server.next_held().await;
@@ -418,7 +418,7 @@ async fn under_reqwest_defaults_the_same_request_is_still_pending_at_the_bound()
     let _inside = lab.client().enter().unwrap();
     let client = client(reqwest::Client::builder(), &server).await;
     let defaults = options_on_the_connection(&lab, server.addr);
-    assert!(!defaults.matches(&p), "{defaults:?}");
+    assert!(!defaults.matches(p), "{defaults:?}");
     assert!(defaults.detection_bound() > deadline(&p), "{defaults:?}");
 
     let request = client.get(server.url("/hold")).send();
