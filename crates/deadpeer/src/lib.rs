@@ -48,7 +48,9 @@ pub use liveness::Liveness;
 pub use stream::{KeepaliveStream, connect};
 
 #[cfg(feature = "axum")]
-mod axum_impl;
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[path = "axum_impl.rs"]
+pub mod axum;
 #[cfg(feature = "tonic")]
 mod tonic_impl;
 
