@@ -245,7 +245,7 @@ impl DeadPeer {
     /// Recovers a death of **this process's** connections from an error that kept only its text,
     /// as h2 (so tonic and HTTP/2 clients) does with I/O errors.
     ///
-    /// It looks for a message in the chain that is, to the letter, the [`Display`] text of one of
+    /// It looks for a message in the chain that is, to the letter, the [`Display`](fmt::Display) text of one of
     /// the last 256 deaths deadpeer latched in this process, and returns that death. The text
     /// names both ends of the connection (`dead peer PEER from LOCAL: …`), and a remote peer
     /// cannot know the local end of a connection of ours to a third party, so a message that

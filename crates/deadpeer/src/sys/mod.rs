@@ -14,7 +14,13 @@ use socket2::{SockRef, TcpKeepalive};
 use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", any(target_os = "linux", target_os = "android")))]
+mod watch;
+#[cfg(all(
+    feature = "tokio",
+    not(any(target_os = "linux", target_os = "android"))
+))]
+#[path = "watch_none.rs"]
 mod watch;
 #[cfg(feature = "tokio")]
 pub(crate) use watch::{OnError, WatchedFd};
