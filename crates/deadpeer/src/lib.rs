@@ -91,3 +91,14 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 #[path = "reqwest_impl.rs"]
 pub mod reqwest;
+
+/// The guide's Rust blocks, compiled and run as doctests.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "hyper",
+    feature = "tonic",
+    feature = "reqwest"
+))]
+#[doc = include_str!("../../../docs/guide.md")]
+mod guide {}
