@@ -27,7 +27,7 @@ Needs root (or CAP_NET_ADMIN and CAP_SYS_ADMIN): it builds three network namespa
 veth links, and removes them when it ends, also on Ctrl-C.")]
 pub(crate) struct Args {
     /// The server's keepalive policy. Keep it short: the demo waits for each death.
-    #[arg(long, default_value = "idle=2s,interval=1s,probes=3")]
+    #[arg(long, default_value = "idle=2s,interval=1s,probes=3", value_parser = crate::parse::policy_arg)]
     policy: KeepalivePolicy,
     /// Print the timeline as JSON lines, one event per line, for scripts.
     #[arg(long)]

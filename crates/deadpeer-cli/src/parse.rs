@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use deadpeer::{KeepalivePolicy, PolicyError};
+use deadpeer::KeepalivePolicy;
 
 /// Parses a duration for clap: a bare number is seconds (`300`), anything else uses humantime
 /// (`300s`, `5m`, `1500ms`). Sub-second values pass through, so that the library, not the parser,
@@ -23,31 +23,11 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-/// The presets `--policy` accepts by name, in help order.
-pub(crate) const PRESETS: [(&str, KeepalivePolicy); 3] = [
-    ("cloud", KeepalivePolicy::CLOUD),
-    ("fast", KeepalivePolicy::FAST),
-    ("linux-default", KeepalivePolicy::LINUX_DEFAULT),
-];
-
-/// Parses `--policy`: a preset name (`cloud`, `fast`, `linux-default`; case and `_`/`-` do not
-/// matter), the canonical form (`idle=60s,interval=10s,probes=6[,user_timeout=…]`) or the nginx
-/// form (`60:10:6`).
-pub(crate) fn policy(s: &str) -> Result<KeepalivePolicy, PolicyError> {
-    let name = s.trim().to_ascii_lowercase().replace('_', "-");
-    match PRESETS.iter().find(|(n, _)| *n == name) {
-        Some((_, p)) => Ok(*p),
-        None => s.parse(),
-    }
-}
-
-/// [`policy`] for clap's `value_parser`, so that every subcommand's `--policy` parses the same
-/// way and a bad one is a usage error (exit status 2).
+/// `--policy` for clap's `value_parser`: a preset name (`fast`, `cloud`, `linux-default`), the
+/// canonical form or the nginx form, as the library's `FromStr` takes them; every subcommand parses
+/// it the same way, and a bad one is a usage error (exit status 2).
 pub(crate) fn policy_arg(s: &str) -> Result<KeepalivePolicy, String> {
-    policy(s).map_err(|e| {
-        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
-        format!("{e} (presets: {})", names.join(", "))
-    })
+    s.parse::<KeepalivePolicy>().map_err(|e| e.to_string())
 }
 
 /// A connection target: a host (an IP address or a DNS name, not yet resolved) and a port.
@@ -172,16 +152,19 @@ mod tests {
 
     #[test]
     fn presets_and_forms() {
-        assert_eq!(policy("FAST"), Ok(KeepalivePolicy::FAST));
-        assert_eq!(policy("linux_default"), Ok(KeepalivePolicy::LINUX_DEFAULT));
-        assert_eq!(policy(" cloud "), Ok(KeepalivePolicy::CLOUD));
-        assert_eq!(policy("15:5:3"), Ok(KeepalivePolicy::FAST));
-        assert!(policy("60:10").is_err());
-        assert!(policy("idle=abc").is_err());
+        assert_eq!(policy_arg("FAST"), Ok(KeepalivePolicy::FAST));
+        assert_eq!(
+            policy_arg("linux_default"),
+            Ok(KeepalivePolicy::LINUX_DEFAULT)
+        );
+        assert_eq!(policy_arg(" cloud "), Ok(KeepalivePolicy::CLOUD));
+        assert_eq!(policy_arg("15:5:3"), Ok(KeepalivePolicy::FAST));
+        assert!(policy_arg("60:10").is_err());
+        assert!(policy_arg("idle=abc").is_err());
         assert!(
             policy_arg("quick")
                 .unwrap_err()
-                .contains("cloud, fast, linux-default")
+                .contains("a preset (fast, cloud, linux-default)")
         );
     }
 
@@ -251,7 +234,7 @@ mod tests {
                 .user_timeout(deadpeer::UserTimeout::Off)
                 .build()
                 .unwrap();
-            prop_assert_eq!(policy(&p.to_string()), Ok(p));
+            prop_assert_eq!(policy_arg(&p.to_string()), Ok(p));
         }
 
         #[test]
