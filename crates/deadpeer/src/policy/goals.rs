@@ -16,7 +16,7 @@ impl KeepalivePolicy {
     ///
     /// # Errors
     ///
-    /// A [`PolicyError`] of kind [`Unsatisfiable`](PolicyErrorKind::Unsatisfiable) when `within`
+    /// A [`PolicyError`] of kind [`Unsatisfiable`](super::PolicyErrorKind::Unsatisfiable) when `within`
     /// is under 2 s, the smallest bound the kernel can do (1 s idle, one probe 1 s later).
     ///
     /// # Examples
