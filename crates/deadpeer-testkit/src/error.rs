@@ -6,7 +6,7 @@ use std::io;
 /// Why a [`Lab`](crate::Lab) could not be created, or why a fault could not be applied or undone.
 ///
 /// [`LabError::is_skip`] tells apart the errors that mean "this machine cannot run lab tests"
-/// (missing privileges, missing `ip`), which [`lab_or_skip`](crate::lab_or_skip) turns into a
+/// (missing privileges, missing `ip`), which [`lab_or_skip!`](crate::lab_or_skip!) turns into a
 /// skipped test, from real failures, which should fail the test.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -54,7 +54,7 @@ impl LabError {
     /// True when the error means the environment cannot host a lab at all (missing
     /// privileges or missing iproute2), as opposed to a failure while building or faulting it.
     ///
-    /// These are the errors [`lab_or_skip`](crate::lab_or_skip) turns into a skip.
+    /// These are the errors [`lab_or_skip!`](crate::lab_or_skip!) turns into a skip.
     pub fn is_skip(&self) -> bool {
         matches!(
             self,

@@ -78,7 +78,7 @@ impl LabBuilder {
     /// creating process no longer exists (left behind by a killed test run). If building fails
     /// half-way, whatever was created is deleted again before the error is returned.
     ///
-    /// Takes about 0.1 s.
+    /// Takes about 50 ms (34 ms before labs were dual-stack).
     ///
     /// # Errors
     ///

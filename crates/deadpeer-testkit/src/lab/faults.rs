@@ -88,7 +88,7 @@ impl Lab {
     ///   failed route lookup as the socket's soft error (`inet6_csk_xmit`), and the keepalive
     ///   timeout reports that error.
     ///
-    /// Measured with 1/1/3 on both sides: both die 4.06–4.07 s after the cut, on both families.
+    /// Measured with 1/1/3 on both sides: both die 4.04–4.06 s after the cut, on both families.
     ///
     /// [`Lab::heal`] recreates the link with the same addresses and routes; connections
     /// that have not died yet resume.
