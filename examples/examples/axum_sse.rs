@@ -30,7 +30,8 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
-use deadpeer::{KeepalivePolicy, Liveness, State as LivenessState, TcpListenerExt};
+use deadpeer::liveness::State as LivenessState;
+use deadpeer::{KeepalivePolicy, Liveness};
 use futures_util::{Stream, StreamExt, stream};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -118,7 +119,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The server: axum on a `KeepaliveListener` in the lab's server namespace, with each
     // connection's `Liveness` as connect info.
     let addr = SocketAddr::new(lab.server_addr(), 8080);
-    let listener = lab.server().tokio_listener(addr)?.keepalive(policy)?;
+    let listener = deadpeer::KeepaliveListener::new(lab.server().tokio_listener(addr)?, policy)?;
     let (ended_tx, mut ended) = mpsc::unbounded_channel();
     let app = Router::new()
         .route("/events", get(events))

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use deadpeer::layer::ReapLayer;
 use deadpeer::{DeadPeer, KeepalivePolicy, KeepaliveStream};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tower::service_fn;
 use tower_layer::Layer;
@@ -38,7 +37,7 @@ impl Drop for DropNotice {
 }
 
 /// The per-connection handler: echo lines; `slow` first waits on a slow backend.
-async fn handle(stream: KeepaliveStream<TcpStream>) -> std::io::Result<()> {
+async fn handle(stream: KeepaliveStream) -> std::io::Result<()> {
     let (read, mut write) = tokio::io::split(stream);
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {

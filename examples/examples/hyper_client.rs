@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use deadpeer::layer::KeepaliveLayer;
-use deadpeer::{DeadPeer, KeepalivePolicy, TcpListenerExt};
+use deadpeer::{DeadPeer, KeepalivePolicy};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -33,7 +33,7 @@ use tower_layer::Layer;
 use tracing_subscriber::EnvFilter;
 
 /// Whether the chain holds the typed `DeadPeer` itself, or only its message (which
-/// `DeadPeer::find` reads back: h2 keeps just the kind and the text of an I/O error).
+/// `DeadPeer::recover` matches: h2 keeps just the kind and the text of an I/O error).
 fn typed_in_chain(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(e) = current {
@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The server: axum in the lab's server namespace. `/slow` never answers.
     let addr = SocketAddr::new(lab.server_addr(), 8080);
-    let listener = lab.server().tokio_listener(addr)?.keepalive(policy)?;
+    let listener = deadpeer::KeepaliveListener::new(lab.server().tokio_listener(addr)?, policy)?;
     let app = Router::new().route("/", get(|| async { "hello" })).route(
         "/slow",
         get(|| async {

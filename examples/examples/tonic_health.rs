@@ -9,7 +9,8 @@
 //!
 //! The failed call's `Status` is `Unknown: transport error`. HTTP/2 (h2) keeps only the kind and
 //! the text of the connection's I/O error, so the chain holds the `DeadPeer`'s message, not the
-//! typed value; `DeadPeer::find` reads it back from that message (cause, errno, addresses).
+//! typed value; `DeadPeer::recover` finds the death of this process whose text it is (cause,
+//! errno, addresses), and `DeadPeer::find`, which takes only typed values, finds nothing.
 //!
 //! The server side sets the policy on its listening socket with `deadpeer::apply`: on Linux,
 //! accepted sockets inherit it, so tonic's own `TcpIncoming` serves connections that are reaped
@@ -34,7 +35,7 @@ use tower_layer::Layer;
 use tracing_subscriber::EnvFilter;
 
 /// Whether the chain holds the typed `DeadPeer` itself, or only its message (which
-/// `DeadPeer::find` reads back: h2 keeps just the kind and the text of an I/O error).
+/// `DeadPeer::recover` matches: h2 keeps just the kind and the text of an I/O error).
 fn typed_in_chain(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(e) = current {
@@ -67,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // policy, which accepted sockets inherit on Linux.
     let addr = SocketAddr::new(lab.server_addr(), 50051);
     let listener = lab.server().tokio_listener(addr)?;
-    deadpeer::apply(&listener, &policy)?;
+    deadpeer::apply(&listener, policy)?;
     let (_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(
         Server::builder()
@@ -111,10 +112,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 println!("  caused by: {e}");
                 source = e.source();
             }
-            match DeadPeer::find(&status) {
+            match DeadPeer::recover(&status) {
                 Some(dead) => {
                     println!(
-                        "client: DeadPeer::find -> cause {:?}, errno {:?}",
+                        "client: DeadPeer::recover -> cause {:?}, errno {:?}",
                         dead.cause(),
                         dead.raw_os_error(),
                     );
@@ -122,11 +123,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         println!("client: (the typed DeadPeer is in the chain)");
                     } else {
                         println!(
-                            "client: (read back from its message: h2 keeps only the kind and text of I/O errors)"
+                            "client: (recovered from its message: h2 keeps only the kind and text of I/O errors)"
                         );
                     }
                 }
-                None => println!("client: DeadPeer::find -> None (the death is not in the chain)"),
+                None => {
+                    println!("client: DeadPeer::recover -> None (the death is not in the chain)")
+                }
             }
         }
     }

@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use deadpeer::{DeadPeer, KeepalivePolicy, TcpListenerExt};
+use deadpeer::{DeadPeer, KeepalivePolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let policy: KeepalivePolicy = "idle=1s,interval=1s,probes=3".parse()?;
 
     let addr = SocketAddr::new(lab.server_addr(), 7000);
-    let listener = lab.server().tokio_listener(addr)?.keepalive(policy)?;
+    let listener = deadpeer::KeepaliveListener::new(lab.server().tokio_listener(addr)?, policy)?;
     let mut client = lab.client().tokio_connect(addr).await?;
     let (mut server, peer) = listener.accept().await?;
     info!(%peer, "accepted");

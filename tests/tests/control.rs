@@ -15,7 +15,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -62,7 +61,7 @@ async fn healthy_idle_clients_see_no_event_for_ten_seconds() {
 
     // ReapLayer: an echo handler on an idle connection.
     let reap_listener = lab.server().tokio_listener(at(7904)).unwrap();
-    let echo = tower::service_fn(|mut stream: KeepaliveStream<TcpStream>| async move {
+    let echo = tower::service_fn(|mut stream: KeepaliveStream| async move {
         let mut buf = [0u8; 16];
         loop {
             let n = stream.read(&mut buf).await?;

@@ -118,7 +118,7 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         })
     };
     let before = inspect("before applying the policy")?;
-    deadpeer::apply(&stream, &policy)
+    deadpeer::apply(&stream, policy)
         .map_err(|e| CliError::runtime(format!("cannot apply {policy}: {e}")))?;
     let after = inspect("after applying the policy")?;
     let rows = compare(&policy, &after);
@@ -128,7 +128,7 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         .filter(|r| !r.ok)
         .map(|r| format!("{} is {}, wanted {}", r.option, r.effective, r.wanted))
         .collect();
-    let ok = differ.is_empty() && after.matches(&policy);
+    let ok = differ.is_empty() && after.matches(policy);
 
     if args.json {
         out.json(&CheckJson {

@@ -7,11 +7,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use deadpeer::{DeadPeer, KeepalivePolicy, KeepaliveStream, SystemKeepalive, TcpListenerExt};
+use deadpeer::{DeadPeer, KeepaliveListener, KeepalivePolicy, KeepaliveStream, SystemKeepalive};
 use deadpeer_testkit::Lab;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::CliError;
 use crate::output::{Out, human, outln};
@@ -257,11 +256,7 @@ async fn run_scenario(
 ) -> Result<(DeadPeer, Duration), CliError> {
     let rt = |e: std::io::Error| CliError::runtime(format!("demo setup failed: {e}"));
     let addr = SocketAddr::new(lab.server_addr(), port);
-    let listener = lab
-        .server()
-        .tokio_listener(addr)
-        .map_err(rt)?
-        .keepalive(policy)
+    let listener = KeepaliveListener::new(lab.server().tokio_listener(addr).map_err(rt)?, policy)
         .map_err(rt)?;
     let mut client = Some(lab.client().tokio_connect(addr).await.map_err(rt)?);
     let (mut server, _) = listener.accept().await.map_err(rt)?;
@@ -328,8 +323,8 @@ async fn run_scenario(
 
 /// Waits for the death, printing each new probe or retransmission the kernel reports.
 async fn watch(
-    server: &KeepaliveStream<TcpStream>,
-    dead: deadpeer::Dead,
+    server: &KeepaliveStream,
+    dead: deadpeer::liveness::Dead,
     scenario: Scenario,
     start: Instant,
     tl: &mut Timeline<'_>,
@@ -346,7 +341,7 @@ async fn watch(
                 if start.elapsed() > MAX_WAIT {
                     return Err(CliError::runtime(format!("no death within {}; the kernel did not give up", human(MAX_WAIT))));
                 }
-                let Ok(info) = server.tcp_info() else { continue };
+                let Ok(info) = deadpeer::tcp_info(&server) else { continue };
                 if info.probes > probes {
                     probes = info.probes;
                     tl.event(scenario, start.elapsed(), "probe", format!("keepalive probe {probes} unanswered (tcpi_probes={probes})"));

@@ -38,10 +38,10 @@ const LATE_REPORT: Duration = Duration::from_secs(2);
 ///
 /// let p = KeepalivePolicy::new(Duration::from_secs(1), Duration::from_secs(1), 3)?;
 /// // 4 s of bound, 360 ms of timer slack, 100 ms of wake-up.
-/// assert_eq!(deadpeer_testkit::deadline(&p), Duration::from_millis(4_460));
+/// assert_eq!(deadpeer_testkit::deadline(p), Duration::from_millis(4_460));
 /// # Ok::<(), deadpeer::PolicyError>(())
 /// ```
-pub fn deadline(policy: &KeepalivePolicy) -> Duration {
+pub fn deadline(policy: KeepalivePolicy) -> Duration {
     policy.detection_bound() + policy.timer_slack() + WAKE
 }
 
@@ -57,15 +57,15 @@ pub fn deadline(policy: &KeepalivePolicy) -> Duration {
 /// use deadpeer::KeepalivePolicy;
 ///
 /// let p: KeepalivePolicy = "1:1:3".parse()?;
-/// deadpeer_testkit::assert_within_bound(Duration::from_millis(4_080), &p);
+/// deadpeer_testkit::assert_within_bound(Duration::from_millis(4_080), p);
 /// let late = std::panic::catch_unwind(|| {
-///     deadpeer_testkit::assert_within_bound(Duration::from_millis(4_900), &p)
+///     deadpeer_testkit::assert_within_bound(Duration::from_millis(4_900), p)
 /// });
 /// assert!(late.is_err());
 /// # Ok::<(), deadpeer::PolicyError>(())
 /// ```
 #[track_caller]
-pub fn assert_within_bound(elapsed: Duration, policy: &KeepalivePolicy) {
+pub fn assert_within_bound(elapsed: Duration, policy: KeepalivePolicy) {
     assert!(
         elapsed <= deadline(policy),
         "died after {elapsed:?}: {}",
@@ -73,7 +73,7 @@ pub fn assert_within_bound(elapsed: Duration, policy: &KeepalivePolicy) {
     );
 }
 
-fn terms(policy: &KeepalivePolicy) -> String {
+fn terms(policy: KeepalivePolicy) -> String {
     format!(
         "bound {:?} + timer slack {:?} + wake-up {WAKE:?}",
         policy.detection_bound(),
@@ -99,7 +99,7 @@ fn terms(policy: &KeepalivePolicy) -> String {
 /// // ... a deadpeer connection from lab.client() to lab.server(), its `liveness` ...
 /// let start = Instant::now();
 /// lab.blackhole().unwrap();
-/// let dead = dies_within_bound(&policy, start, liveness.dead()).await;
+/// let dead = dies_within_bound(policy, start, liveness.dead()).await;
 /// # drop(dead);
 /// # }
 /// ```
@@ -111,7 +111,7 @@ fn terms(policy: &KeepalivePolicy) -> String {
 /// (`#[tokio::test]` enables it).
 #[track_caller]
 pub fn dies_within_bound<F: Future>(
-    policy: &KeepalivePolicy,
+    policy: KeepalivePolicy,
     start: Instant,
     death: F,
 ) -> impl Future<Output = F::Output> {

@@ -53,7 +53,7 @@
 //!         let start = Instant::now();
 //!         let err = client.read(&mut [0; 1]).await.unwrap_err();
 //!         assert_eq!(err.raw_os_error(), Some(110)); // ETIMEDOUT
-//!         assert_within_bound(start.elapsed(), &policy);
+//!         assert_within_bound(start.elapsed(), policy);
 //!         lab.heal()?;
 //!     }
 //!     Ok(())

@@ -37,19 +37,18 @@ both_families!(
 async fn blackhole_times_out_at_the_keepalive_bound(lab: &Lab, family: Family) {
     let p = fast_without_user_timeout();
     let (mut client, _server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
 
     lab.blackhole().unwrap();
     let start = Instant::now();
-    let (err, elapsed) =
-        read_error(&mut client, start, deadline(&p) + Duration::from_secs(2)).await;
+    let (err, elapsed) = read_error(&mut client, start, deadline(p) + Duration::from_secs(2)).await;
     report(family, "blackhole, idle", &err, elapsed);
     assert_eq!(err.raw_os_error(), Some(ETIMEDOUT), "{err}");
     assert!(
-        elapsed >= floor(&p),
+        elapsed >= floor(p),
         "{elapsed:?}: before the probes ran out"
     );
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
     // The error is reported once; the next read is EOF.
     assert_eq!(client.read(&mut [0u8; 8]).await.unwrap(), 0);
 }
@@ -57,12 +56,11 @@ async fn blackhole_times_out_at_the_keepalive_bound(lab: &Lab, family: Family) {
 async fn forget_gives_reset_at_the_next_probe(lab: &Lab, family: Family) {
     let p = fast_without_user_timeout();
     let (mut client, server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
 
     lab.forget(server.into_std().unwrap()).unwrap();
     let start = Instant::now();
-    let (err, elapsed) =
-        read_error(&mut client, start, deadline(&p) + Duration::from_secs(2)).await;
+    let (err, elapsed) = read_error(&mut client, start, deadline(p) + Duration::from_secs(2)).await;
     report(family, "forget, idle", &err, elapsed);
     assert_eq!(err.raw_os_error(), Some(ECONNRESET), "{err}");
     // The first probe goes out `idle` after the last exchange and is answered with RST.
@@ -87,19 +85,18 @@ async fn reset_gives_reset_at_once(lab: &Lab, family: Family) {
 async fn unreachable_on_an_idle_socket_still_times_out(lab: &Lab, family: Family) {
     let p = fast_without_user_timeout();
     let (mut client, _server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
 
     lab.unreachable().unwrap();
     let start = Instant::now();
-    let (err, elapsed) =
-        read_error(&mut client, start, deadline(&p) + Duration::from_secs(2)).await;
+    let (err, elapsed) = read_error(&mut client, start, deadline(p) + Duration::from_secs(2)).await;
     report(family, "unreachable, idle", &err, elapsed);
     assert_eq!(err.raw_os_error(), Some(ETIMEDOUT), "{err}");
     assert!(
-        elapsed >= floor(&p),
+        elapsed >= floor(p),
         "{elapsed:?}: before the probes ran out"
     );
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
 }
 
 /// ICMP host unreachable (IPv4) and ICMPv6 no route (IPv6) make Linux revert its retransmission
@@ -110,13 +107,13 @@ async fn unreachable_with_unacked_data_is_unreachable(lab: &Lab, family: Family)
     let p = fast();
     let user_timeout = p.effective_user_timeout().unwrap();
     let (mut client, _server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
 
     lab.unreachable().unwrap();
     let queued = send_nowait(&client, 1000).unwrap();
     assert_eq!(queued, 1000);
     let start = Instant::now();
-    let limit = deadline(&p) + Duration::from_secs(4);
+    let limit = deadline(p) + Duration::from_secs(4);
     let (err, elapsed) = read_error(&mut client, start, limit).await;
     report(family, "unreachable, unacked data", &err, elapsed);
     let expected = match family {
@@ -130,20 +127,20 @@ async fn unreachable_with_unacked_data_is_unreachable(lab: &Lab, family: Family)
     );
     let rto = deadpeer::tcp_info(&client).unwrap().rto;
     assert!(
-        elapsed <= deadline(&p) + rto,
+        elapsed <= deadline(p) + rto,
         "died after {elapsed:?}: deadline {:?} + RTO {rto:?}",
-        deadline(&p)
+        deadline(p)
     );
 }
 
 async fn unacked_data_blocks_keepalive(lab: &Lab, family: Family) {
     let p = fast_without_user_timeout();
     let (mut client, _server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
 
     let queued = lab.send_unacked(&client, 4096).unwrap();
     assert_eq!(queued, 4096);
-    let wait = deadline(&p) + Duration::from_secs(1);
+    let wait = deadline(p) + Duration::from_secs(1);
     let mut buf = [0u8; 16];
     let outcome = timeout(wait, client.read(&mut buf)).await;
     assert!(
@@ -155,7 +152,7 @@ async fn unacked_data_blocks_keepalive(lab: &Lab, family: Family) {
 
 async fn fin_is_eof_not_an_error(lab: &Lab, family: Family) {
     let (mut client, mut server) = connected(lab, family, 7000).await;
-    apply(&client, &fast());
+    apply(&client, fast());
     // Leave something unread on the server side: fin() must drain it, or close would send RST.
     client.write_all(b"unread").await.unwrap();
     let mut one = [0u8; 1];
@@ -186,11 +183,11 @@ async fn echo(mut sock: TcpStream) {
 async fn healthy_idle_connection_survives(lab: &Lab, family: Family) {
     let p = fast();
     let (mut client, server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
     let echo = tokio::spawn(echo(server));
 
     let mut buf = [0u8; 16];
-    let idle = timeout(2 * deadline(&p), client.read(&mut buf)).await;
+    let idle = timeout(2 * deadline(p), client.read(&mut buf)).await;
     assert!(idle.is_err(), "a healthy idle connection got {idle:?}");
     assert!(client.take_error().unwrap().is_none());
 
@@ -207,7 +204,7 @@ async fn healthy_idle_connection_survives(lab: &Lab, family: Family) {
 
 async fn heal_undoes_every_fault(lab: &Lab, family: Family) {
     let (mut client, server) = connected(lab, family, 7000).await;
-    apply(&client, &fast_without_user_timeout());
+    apply(&client, fast_without_user_timeout());
     let echo = tokio::spawn(echo(server));
     let mut back = [0u8; 2];
 
@@ -240,12 +237,12 @@ async fn heal_undoes_every_fault(lab: &Lab, family: Family) {
 async fn cut_link_kills_both_sides(lab: &Lab, family: Family) {
     let p = fast_without_user_timeout();
     let (mut client, mut server) = connected(lab, family, 7000).await;
-    apply(&client, &p);
-    apply(&server, &p);
+    apply(&client, p);
+    apply(&server, p);
 
     lab.cut_link().unwrap();
     let start = Instant::now();
-    let limit = deadline(&p) + Duration::from_secs(2);
+    let limit = deadline(p) + Duration::from_secs(2);
     let ((client_err, client_after), (server_err, server_after)) = tokio::join!(
         read_error(&mut client, start, limit),
         read_error(&mut server, start, limit)
@@ -263,8 +260,8 @@ async fn cut_link_kills_both_sides(lab: &Lab, family: Family) {
         ("server", server_err, server_after, server_errno),
     ] {
         assert_eq!(err.raw_os_error(), Some(errno), "{side}: {err}");
-        assert!(after >= floor(&p), "{side}: {after:?}");
-        assert_within_bound(after, &p);
+        assert!(after >= floor(p), "{side}: {after:?}");
+        assert_within_bound(after, p);
     }
 }
 
@@ -316,23 +313,22 @@ fn parallel_labs_do_not_interfere() {
             let family = Family::ALL[i % 2];
             let lab = Lab::new().expect("lab in a thread");
             let (mut client, _server) = connected_std(&lab, family);
-            apply(&client, &p);
+            apply(&client, p);
             barrier.wait();
             // Stagger the blackholes so that a fault leaking into another lab would show up as
             // a death at the wrong time there.
             std::thread::sleep(Duration::from_millis(150 * i as u64));
             lab.blackhole().unwrap();
             let start = Instant::now();
-            let err =
-                blocking_read(&mut client, deadline(&p) + Duration::from_secs(2)).unwrap_err();
+            let err = blocking_read(&mut client, deadline(p) + Duration::from_secs(2)).unwrap_err();
             let elapsed = start.elapsed();
             assert_eq!(
                 err.raw_os_error(),
                 Some(ETIMEDOUT),
                 "lab {i}, {family}: {err}"
             );
-            assert!(elapsed >= floor(&p), "lab {i}: {elapsed:?}");
-            assert_within_bound(elapsed, &p);
+            assert!(elapsed >= floor(p), "lab {i}: {elapsed:?}");
+            assert_within_bound(elapsed, p);
             lab.client().name().to_owned()
         }));
     }
@@ -344,10 +340,10 @@ fn parallel_labs_do_not_interfere() {
         .map(|family| connected_std(&first, family))
         .collect();
     for (client, _) in &healthy {
-        apply(client, &p);
+        apply(client, p);
     }
     barrier.wait();
-    let survive = Duration::from_millis(150 * DYING as u64) + deadline(&p) + Duration::from_secs(1);
+    let survive = Duration::from_millis(150 * DYING as u64) + deadline(p) + Duration::from_secs(1);
     let err = blocking_read(&mut healthy[0].0, survive).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "healthy lab: {err}");
     for (client, server) in &mut healthy {

@@ -72,7 +72,7 @@ async fn server_reaps_a_vanished_client() -> io::Result<()> {
         lab.blackhole()?;
 
         // Within the policy's bound plus the kernel's timer slack, never the machine's speed.
-        let (peer, how) = dies_within_bound(&policy, start, ended.recv())
+        let (peer, how) = dies_within_bound(policy, start, ended.recv())
             .await
             .expect("the service stopped");
         eprintln!("{family}: the server noticed after {:?}", start.elapsed());

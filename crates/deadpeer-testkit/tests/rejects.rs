@@ -50,12 +50,12 @@ async fn reject_case(how: Reject, family: Family) -> String {
     let p = fast();
     let user_timeout = p.effective_user_timeout().unwrap();
     let (mut client, _server) = connected(&lab, family, 7000).await;
-    apply(&client, &p);
+    apply(&client, p);
 
     lab.reject(how).unwrap();
     assert_eq!(send_nowait(&client, 1000).unwrap(), 1000);
     let start = Instant::now();
-    let limit = deadline(&p) + Duration::from_secs(4);
+    let limit = deadline(p) + Duration::from_secs(4);
     let (err, elapsed) = read_error(&mut client, start, limit).await;
     report(family, &format!("{how:?}, unacked data"), &err, elapsed);
     let what = format!("{family} {how:?}: {err} after {elapsed:?}");
@@ -76,9 +76,9 @@ async fn reject_case(how: Reject, family: Family) -> String {
             Duration::ZERO
         };
         assert!(
-            elapsed <= deadline(&p) + rto,
+            elapsed <= deadline(p) + rto,
             "{what}: deadline {:?} + RTO {rto:?}",
-            deadline(&p)
+            deadline(p)
         );
     }
     what

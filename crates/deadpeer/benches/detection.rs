@@ -114,7 +114,7 @@ async fn exchange(
 
 struct Pair {
     policy: KeepalivePolicy,
-    dp: KeepaliveStream<TcpStream>,
+    dp: KeepaliveStream,
     dp_server: TcpStream,
     raw: TcpStream,
     raw_server: TcpStream,
@@ -128,7 +128,7 @@ async fn pairs(lab: &Lab) -> Vec<Pair> {
         let l = lab.server().tokio_listener(addr).expect("listener");
         let mut dp = {
             let _inside = lab.client().enter().expect("enter client netns");
-            deadpeer::connect(addr, &policy).await.expect("connect")
+            deadpeer::connect(addr, policy).await.expect("connect")
         };
         let (mut dp_server, _) = l.accept().await.expect("accept");
         exchange(&mut dp, &mut dp_server).await;

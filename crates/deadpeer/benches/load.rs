@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use deadpeer::{KeepalivePolicy, KeepaliveStream, TcpListenerExt};
+use deadpeer::{KeepalivePolicy, KeepaliveStream};
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -227,7 +227,7 @@ fn heap(n: usize) {
         .expect("runtime");
     rt.block_on(async {
         let raw = listener();
-        let dp = listener().keepalive(POLICY).expect("keepalive listener");
+        let dp = deadpeer::KeepaliveListener::new(listener(), POLICY).expect("keepalive listener");
         let (raw_addr, dp_addr) = (raw.local_addr().unwrap(), dp.local_addr().unwrap());
         // Warm the reactor and the listener's verification with one connection of each kind.
         let w1 = std::net::TcpStream::connect(raw_addr).unwrap();
@@ -270,7 +270,7 @@ fn heap(n: usize) {
         let clients: Vec<_> = (0..n)
             .map(|_| std::net::TcpStream::connect(dp_addr).unwrap())
             .collect();
-        let mut held: Vec<(KeepaliveStream<TcpStream>, SocketAddr)> = Vec::with_capacity(n);
+        let mut held: Vec<(KeepaliveStream, SocketAddr)> = Vec::with_capacity(n);
         let (l0, fd0) = (live(), open_fds());
         for _ in 0..n {
             held.push(dp.accept().await.expect("accept"));
@@ -482,14 +482,14 @@ fn server_shard() {
         .build()
         .expect("runtime");
     let accepted = Arc::new(AtomicUsize::new(0));
-    let held: Arc<Mutex<Vec<KeepaliveStream<TcpStream>>>> =
-        Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let held: Arc<Mutex<Vec<KeepaliveStream>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let accepted = Arc::clone(&accepted);
         let held = Arc::clone(&held);
         rt.spawn(async move {
-            let l = listener().keepalive(POLICY).expect("keepalive listener");
+            let l =
+                deadpeer::KeepaliveListener::new(listener(), POLICY).expect("keepalive listener");
             tx.send(l.local_addr().unwrap()).unwrap();
             for _ in 0..n {
                 let (s, _) = l.accept().await.expect("accept");

@@ -1,12 +1,15 @@
-//! axum 0.8: [`KeepaliveListener`] as an `axum::serve::Listener`, and [`Liveness`] as connect info.
+//! axum 0.8 (feature `axum`): [`KeepaliveListener`] as an `axum::serve::Listener`, and
+//! [`Liveness`] as connect info, alone or next to the peer's `SocketAddr` ([`RouterExt`]).
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::task::{Context, Poll};
 
+use axum::extract::ConnectInfo;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use tokio::net::TcpStream;
+use tower_service::Service;
 
 use crate::listener::KeepaliveListener;
 use crate::liveness::Liveness;
@@ -17,37 +20,20 @@ use crate::stream::KeepaliveStream;
 ///
 /// Accept errors follow axum's own contract for `TcpListener`: connection errors
 /// (`ECONNREFUSED`, `ECONNABORTED`, `ECONNRESET`) are skipped, anything else (such as `EMFILE`)
-/// is logged at ERROR and retried after a second.
+/// is logged at ERROR (`accept failed; retrying in 1s`) and retried after a second. A connection
+/// that [strict](KeepaliveListener::strict) mode refuses is dropped and the next one is accepted
+/// at once.
 impl Listener for KeepaliveListener {
-    type Io = KeepaliveStream<TcpStream>;
+    type Io = KeepaliveStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match KeepaliveListener::accept(self).await {
-                Ok(conn) => return conn,
-                Err(e) => handle_accept_error(e).await,
-            }
-        }
+        self.accept_forever().await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         KeepaliveListener::local_addr(self)
     }
-}
-
-async fn handle_accept_error(e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    #[cfg(feature = "tracing")]
-    tracing::error!("accept error: {e}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Handlers get their connection's [`Liveness`] with `ConnectInfo<Liveness>`, after
@@ -70,5 +56,103 @@ async fn handle_accept_error(e: io::Error) {
 impl Connected<IncomingStream<'_, KeepaliveListener>> for Liveness {
     fn connect_info(stream: IncomingStream<'_, KeepaliveListener>) -> Self {
         stream.io().liveness()
+    }
+}
+
+/// Serving an axum app so that handlers and middleware get **both** `ConnectInfo<SocketAddr>`
+/// (for rate limiters, client-IP logging, anything that reads it from the request extensions)
+/// and `ConnectInfo<Liveness>`. Implemented for `axum::Router`.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use axum::{Router, extract::ConnectInfo, routing::get};
+/// use deadpeer::axum::RouterExt as _;
+/// use deadpeer::{KeepaliveListener, KeepalivePolicy, Liveness};
+///
+/// async fn handler(
+///     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+///     ConnectInfo(liveness): ConnectInfo<Liveness>,
+/// ) -> String {
+///     format!("hello {addr}, alive: {}", !liveness.is_dead())
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?;
+/// let app = Router::new().route("/", get(handler));
+/// axum::serve(listener, app.into_make_service_with_liveness()).await
+/// # }
+/// ```
+///
+/// Each connection is watched from the moment it is accepted: one epoll registration of its own
+/// socket and about 240 heap bytes, no extra descriptor (docs/benchmarks.md).
+pub trait RouterExt: sealed::Sealed + Sized {
+    /// A make-service that gives every request `ConnectInfo<SocketAddr>` (the peer address, an
+    /// IPv4-mapped address as IPv4) and `ConnectInfo<Liveness>`.
+    fn into_make_service_with_liveness(self) -> IntoMakeServiceWithLiveness<Self>;
+}
+
+impl<S: Clone + Send + Sync + 'static> RouterExt for axum::Router<S> {
+    fn into_make_service_with_liveness(self) -> IntoMakeServiceWithLiveness<Self> {
+        IntoMakeServiceWithLiveness { app: self }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<S> Sealed for axum::Router<S> {}
+}
+
+/// The make-service of [`RouterExt::into_make_service_with_liveness`].
+#[derive(Debug, Clone)]
+pub struct IntoMakeServiceWithLiveness<A> {
+    app: A,
+}
+
+impl<'a, A: Clone> Service<IncomingStream<'a, KeepaliveListener>>
+    for IntoMakeServiceWithLiveness<A>
+{
+    type Response = AddConnectInfo<A>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<AddConnectInfo<A>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'a, KeepaliveListener>) -> Self::Future {
+        std::future::ready(Ok(AddConnectInfo {
+            inner: self.app.clone(),
+            addr: *stream.remote_addr(),
+            liveness: stream.io().liveness(),
+        }))
+    }
+}
+
+/// The per-connection service of [`IntoMakeServiceWithLiveness`]: inserts
+/// `ConnectInfo<SocketAddr>` and `ConnectInfo<Liveness>` into each request's extensions.
+#[derive(Debug, Clone)]
+pub struct AddConnectInfo<S> {
+    inner: S,
+    addr: SocketAddr,
+    liveness: Liveness,
+}
+
+impl<S, B> Service<axum::http::Request<B>> for AddConnectInfo<S>
+where
+    S: Service<axum::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(self.addr));
+        extensions.insert(ConnectInfo(self.liveness.clone()));
+        self.inner.call(request)
     }
 }

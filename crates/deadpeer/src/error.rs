@@ -101,9 +101,10 @@ impl fmt::Display for Cause {
 /// The kernel declared the peer of a connection dead.
 ///
 /// Every read and write on a [`KeepaliveStream`](crate::KeepaliveStream) after the death returns
-/// this same error, wrapped in an [`io::Error`] whose [`kind`](io::Error::kind) matches the cause
-/// (`TimedOut`, `ConnectionReset` or `HostUnreachable`). Find it again with
-/// [`DeadPeer::from_io`], or with [`DeadPeer::find`] through hyper's and tonic's error chains.
+/// this same error, wrapped in an [`io::Error`] whose [`kind`](io::Error::kind) is the cause's
+/// ([`Cause::io_error_kind`]). Find it again with [`DeadPeer::from_io`], with
+/// [`DeadPeer::find`] through hyper's, hyper-util's and tower's error chains, or, where a layer
+/// kept only the text (h2, tonic), with [`DeadPeer::recover`].
 ///
 /// Cloning is cheap: the details are shared.
 ///
@@ -184,8 +185,8 @@ impl DeadPeer {
     }
 
     /// The keepalive policy the connection ran under, when deadpeer applied or verified one.
-    pub fn policy(&self) -> Option<&KeepalivePolicy> {
-        self.inner.policy.as_ref()
+    pub fn policy(&self) -> Option<KeepalivePolicy> {
+        self.inner.policy
     }
 
     /// The OS error the kernel reported (`ETIMEDOUT`, `ECONNRESET`, `EHOSTUNREACH`, …).
@@ -199,13 +200,11 @@ impl DeadPeer {
     }
 
     /// The first `DeadPeer` in an error's [`source`](Error::source) chain, looking inside
-    /// [`io::Error`]s on the way. Use it on the errors of hyper, hyper-util's `Client` and tonic,
-    /// which wrap the connection's I/O error.
+    /// [`io::Error`]s on the way: the typed value a deadpeer stream returned, through hyper's,
+    /// hyper-util's and tower's errors.
     ///
-    /// Some layers keep only the kind and the message of an I/O error: h2, and so tonic and
-    /// HTTP/2 clients, rebuild it as a new `io::Error` holding a string. Where no typed
-    /// `DeadPeer` is found, `find` reads one back from such a message, which `Display` writes in
-    /// a stable format (durations to the millisecond).
+    /// Only a typed value is found. Some layers keep nothing but the text of an I/O error (h2,
+    /// and so tonic and HTTP/2 clients); for those see [`recover`](Self::recover).
     ///
     /// ```
     /// use std::io;
@@ -222,21 +221,11 @@ impl DeadPeer {
     ///
     /// let plain = Wrapper(io::Error::from(io::ErrorKind::TimedOut));
     /// assert!(DeadPeer::find(&plain).is_none());
-    ///
-    /// // What h2 makes of a deadpeer error: the kind and the message.
-    /// let text = "dead peer 10.0.0.2:443: reset (connected 1.500s, os error 104)";
-    /// let h2_like = Wrapper(io::Error::new(io::ErrorKind::ConnectionReset, text));
-    /// let dead = DeadPeer::find(&h2_like).expect("read back");
-    /// assert_eq!(dead.cause(), deadpeer::Cause::Reset);
-    /// assert_eq!(dead.raw_os_error(), Some(104));
+    /// // Text is not a death, however it reads.
+    /// let text = Wrapper(io::Error::other("dead peer 10.0.0.2:443 from 10.0.0.1:5000: reset (os error 104)"));
+    /// assert!(DeadPeer::find(&text).is_none());
     /// ```
-    pub fn find(err: &(dyn Error + 'static)) -> Option<DeadPeer> {
-        Self::find_typed(err)
-            .cloned()
-            .or_else(|| Self::find_message(err))
-    }
-
-    fn find_typed<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a DeadPeer> {
+    pub fn find<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a DeadPeer> {
         let mut current = Some(err);
         while let Some(e) = current {
             if let Some(dead) = e.downcast_ref::<DeadPeer>() {
@@ -244,7 +233,7 @@ impl DeadPeer {
             }
             // `io::Error::source` skips the error it wraps, so look inside explicitly.
             if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-                if let Some(dead) = Self::find_typed(inner) {
+                if let Some(dead) = Self::find(inner) {
                     return Some(dead);
                 }
             }
@@ -253,20 +242,68 @@ impl DeadPeer {
         None
     }
 
-    fn find_message(err: &(dyn Error + 'static)) -> Option<DeadPeer> {
+    /// Recovers a death of **this process's** connections from an error that kept only its text,
+    /// as h2 (so tonic and HTTP/2 clients) does with I/O errors.
+    ///
+    /// It looks for a message in the chain that is, to the letter, the [`Display`](fmt::Display) text of one of
+    /// the last 256 deaths deadpeer latched in this process, and returns that death. The text
+    /// names both ends of the connection (`dead peer PEER from LOCAL: …`), and a remote peer
+    /// cannot know the local end of a connection of ours to a third party, so a message that
+    /// came from elsewhere (a remote server's own dead-peer report, say) is not taken for ours.
+    ///
+    /// It is lossy: a death older than the last 256, a death whose addresses were unknown, or a
+    /// message a layer reworded, is not found. Prefer [`find`](Self::find) where the type
+    /// survives, and a [`Liveness`](crate::Liveness) where you can hold one.
+    pub fn recover(err: &(dyn Error + 'static)) -> Option<DeadPeer> {
+        if let Some(dead) = Self::find(err) {
+            return Some(dead.clone());
+        }
         let mut current = Some(err);
         while let Some(e) = current {
+            if let Some(dead) = recent::lookup(&e.to_string()) {
+                return Some(dead);
+            }
             if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-                if let Some(dead) = parse_display(&inner.to_string()) {
+                if let Some(dead) = recent::lookup(&inner.to_string()) {
                     return Some(dead);
                 }
-            }
-            if let Some(dead) = parse_display(&e.to_string()) {
-                return Some(dead);
             }
             current = e.source();
         }
         None
+    }
+}
+
+/// The last deaths this process latched, by their text, for [`DeadPeer::recover`].
+pub(crate) mod recent {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::DeadPeer;
+
+    const KEPT: usize = 256;
+
+    static RECENT: Mutex<VecDeque<DeadPeer>> = Mutex::new(VecDeque::new());
+
+    /// Remembers a death whose two ends are known (only those can be told apart).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn remember(dead: &DeadPeer) {
+        if dead.peer_addr().is_none() || dead.local_addr().is_none() {
+            return;
+        }
+        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(dead.clone());
+    }
+
+    pub(crate) fn lookup(text: &str) -> Option<DeadPeer> {
+        if !text.starts_with("dead peer ") {
+            return None;
+        }
+        let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().find(|d| d.to_string() == text).cloned()
     }
 }
 
@@ -286,78 +323,24 @@ impl fmt::Debug for DeadPeer {
 }
 
 impl fmt::Display for DeadPeer {
-    /// `dead peer 10.0.0.2:443: keepalive timeout after 4.084s without data (connected 12.000s,
-    /// local 10.0.0.1:50000, policy idle=1s,interval=1s,probes=3,user_timeout=auto, os error 110)`.
-    ///
-    /// The format is stable: [`DeadPeer::find`] reads it back when a library kept only the
-    /// message of the I/O error.
+    /// `dead peer 10.0.0.2:443 from 10.0.0.1:50000: keepalive timeout (os error 110)`; an
+    /// unknown address is `-`. The details are in the accessors and the `dead peer detected`
+    /// event.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
-        f.write_str("dead peer")?;
-        if let Some(peer) = i.peer_addr {
-            write!(f, " {peer}")?;
-        }
-        write!(f, ": {}", i.cause)?;
-        if let Some(idle) = i.idle_for {
-            write!(f, " after {:.3}s without data", idle.as_secs_f64())?;
-        }
-        write!(f, " (connected {:.3}s", i.connected_for.as_secs_f64())?;
-        if let Some(local) = i.local_addr {
-            write!(f, ", local {local}")?;
-        }
-        if let Some(p) = &i.policy {
-            write!(f, ", policy {p}")?;
-        }
+        let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+        write!(
+            f,
+            "dead peer {} from {}: {}",
+            addr(i.peer_addr),
+            addr(i.local_addr),
+            i.cause
+        )?;
         if let Some(errno) = i.raw_os_error {
-            write!(f, ", os error {errno}")?;
+            write!(f, " (os error {errno})")?;
         }
-        f.write_str(")")
+        Ok(())
     }
-}
-
-/// Reads back what `Display` wrote; `None` for any other text.
-fn parse_display(text: &str) -> Option<DeadPeer> {
-    let rest = text.strip_prefix("dead peer")?;
-    let (head, tail) = rest.split_once(": ")?;
-    let peer_addr = match head.trim() {
-        "" => None,
-        addr => Some(addr.parse().ok()?),
-    };
-    let (main, details) = tail.split_once(" (")?;
-    let details = details.strip_suffix(')')?;
-    let (cause, idle_for) = match main.split_once(" after ") {
-        Some((cause, idle)) => (cause, Some(secs(idle.strip_suffix(" without data")?)?)),
-        None => (main, None),
-    };
-    let cause = *Cause::ALL.iter().find(|c| c.to_string() == cause)?;
-    let mut parts = details.split(", ");
-    let connected_for = secs(parts.next()?.strip_prefix("connected ")?)?;
-    let (mut local_addr, mut policy, mut raw_os_error) = (None, None, None);
-    for part in parts {
-        if let Some(v) = part.strip_prefix("local ") {
-            local_addr = Some(v.parse().ok()?);
-        } else if let Some(v) = part.strip_prefix("policy ") {
-            policy = Some(v.parse().ok()?);
-        } else if let Some(v) = part.strip_prefix("os error ") {
-            raw_os_error = Some(v.parse().ok()?);
-        } else {
-            return None;
-        }
-    }
-    Some(DeadPeer::new(
-        cause,
-        peer_addr,
-        local_addr,
-        connected_for,
-        idle_for,
-        policy,
-        raw_os_error,
-    ))
-}
-
-fn secs(text: &str) -> Option<Duration> {
-    let value: f64 = text.strip_suffix('s')?.parse().ok()?;
-    Duration::try_from_secs_f64(value).ok()
 }
 
 impl Error for DeadPeer {}
@@ -382,7 +365,7 @@ mod tests {
         DeadPeer::new(
             Cause::Reset,
             Some("10.0.0.2:80".parse().expect("addr")),
-            None,
+            Some("10.0.0.1:50000".parse().expect("addr")),
             Duration::from_secs(3),
             Some(Duration::from_millis(1500)),
             Some(KeepalivePolicy::FAST),
@@ -440,49 +423,32 @@ mod tests {
     }
 
     #[test]
-    fn display_reads_back() {
-        let dead = sample();
-        let back = parse_display(&dead.to_string()).expect("parses");
-        assert_eq!(back.to_string(), dead.to_string());
-        assert_eq!(back.cause(), Cause::Reset);
-        assert_eq!(back.policy(), Some(&KeepalivePolicy::FAST));
-        assert_eq!(back.idle_for(), Some(Duration::from_millis(1500)));
-        let v6 = DeadPeer::new(
-            Cause::KeepaliveTimeout,
-            Some("[::1]:8080".parse().expect("addr")),
-            Some("[::1]:50000".parse().expect("addr")),
-            Duration::from_millis(12_345),
-            None,
-            None,
-            None,
-        );
+    fn display_is_short_and_names_both_ends() {
         assert_eq!(
-            parse_display(&v6.to_string()).expect("parses").local_addr(),
-            v6.local_addr()
+            sample().to_string(),
+            "dead peer 10.0.0.2:80 from 10.0.0.1:50000: reset (os error 104)"
         );
-        assert!(parse_display("dead peer: sleepy (connected 1s)").is_none());
-        assert!(parse_display("connection reset by peer").is_none());
     }
 
     #[test]
-    fn find_reads_back_a_message_only_error() {
-        let text = sample().to_string();
-        let outer = Outer(io::Error::new(io::ErrorKind::ConnectionReset, text));
-        let found = DeadPeer::find(&outer).expect("found");
-        assert_eq!(found.peer_addr(), sample().peer_addr());
-        assert_eq!(found.raw_os_error(), Some(libc::ECONNRESET));
-    }
-
-    #[test]
-    fn display_names_peer_cause_and_policy() {
-        let s = sample().to_string();
+    fn recover_finds_only_deaths_of_this_process() {
+        let dead = sample();
+        let text_only = Outer(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            dead.to_string(),
+        ));
+        assert!(DeadPeer::find(&text_only).is_none(), "find is typed only");
         assert!(
-            s.starts_with("dead peer 10.0.0.2:80: reset after 1.500s"),
-            "{s}"
+            DeadPeer::recover(&text_only).is_none(),
+            "not latched here yet"
         );
-        assert!(
-            s.contains("policy idle=15s,interval=5s,probes=3,user_timeout=auto"),
-            "{s}"
-        );
+        recent::remember(&dead);
+        let back = DeadPeer::recover(&text_only).expect("recovered");
+        assert_eq!(back.connected_for(), dead.connected_for());
+        // A forged report about another connection (other local end) is not ours.
+        let forged = Outer(io::Error::other(
+            "dead peer 10.0.0.2:80 from 10.0.0.9:50000: reset (os error 104)",
+        ));
+        assert!(DeadPeer::recover(&forged).is_none());
     }
 }

@@ -10,44 +10,44 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::policy::{KeepalivePolicy, PolicyError, UserTimeout};
+use crate::policy::{KeepalivePolicy, UserTimeout};
 
 const PROC_DIR: &str = "/proc/sys/net/ipv4";
 
 /// One of the sysctls [`SystemKeepalive`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sysctl {
+struct Sysctl {
     /// The file name under `/proc/sys/net/ipv4`.
-    pub file: &'static str,
+    file: &'static str,
     /// The `sysctl` name.
-    pub name: &'static str,
+    name: &'static str,
 }
 
 impl Sysctl {
     /// `net.ipv4.tcp_keepalive_time`: seconds of idleness before the first probe.
-    pub const TIME: Sysctl = Sysctl {
+    const TIME: Sysctl = Sysctl {
         file: "tcp_keepalive_time",
         name: "net.ipv4.tcp_keepalive_time",
     };
     /// `net.ipv4.tcp_keepalive_intvl`: seconds between probes.
-    pub const INTVL: Sysctl = Sysctl {
+    const INTVL: Sysctl = Sysctl {
         file: "tcp_keepalive_intvl",
         name: "net.ipv4.tcp_keepalive_intvl",
     };
     /// `net.ipv4.tcp_keepalive_probes`: unanswered probes before the peer is dead.
-    pub const PROBES: Sysctl = Sysctl {
+    const PROBES: Sysctl = Sysctl {
         file: "tcp_keepalive_probes",
         name: "net.ipv4.tcp_keepalive_probes",
     };
     /// `net.ipv4.tcp_retries2`: retransmissions of unacknowledged data before the connection is
     /// dropped, when no user timeout is set (15 gives about 924.6 s).
-    pub const RETRIES2: Sysctl = Sysctl {
+    const RETRIES2: Sysctl = Sysctl {
         file: "tcp_retries2",
         name: "net.ipv4.tcp_retries2",
     };
 
     /// The procfs path, `/proc/sys/net/ipv4/<file>`.
-    pub fn path(&self) -> PathBuf {
+    fn path(&self) -> PathBuf {
         Path::new(PROC_DIR).join(self.file)
     }
 }
@@ -105,7 +105,7 @@ impl SystemKeepalive {
     /// Without privilege, an [`io::ErrorKind::PermissionDenied`] error that says what is needed
     /// (root, or `CAP_NET_ADMIN` in the network namespace) and gives the `sysctl -w` command to
     /// run instead. Other I/O errors name the file.
-    pub fn write(policy: &KeepalivePolicy) -> io::Result<()> {
+    pub fn write(policy: KeepalivePolicy) -> io::Result<()> {
         let values = [
             (Sysctl::TIME, policy.idle().as_secs()),
             (Sysctl::INTVL, policy.interval().as_secs()),
@@ -124,7 +124,7 @@ impl SystemKeepalive {
                             "cannot write {}: {e}; writing the keepalive defaults needs root, or \
                              CAP_NET_ADMIN in this network namespace; run instead: {}",
                             sysctl.path().display(),
-                            sysctl_command(policy)
+                            sysctl_command(&policy)
                         ),
                     )
                 } else {
@@ -144,18 +144,29 @@ impl SystemKeepalive {
         self.policy.detection_bound()
     }
 
-    /// How long unacknowledged data is retransmitted before the connection is dropped, under
-    /// `tcp_retries2` and no user timeout: the kernel's model with a 200 ms initial RTO doubling up
-    /// to 120 s (about 924.6 s for the default of 15).
+    /// [`retransmit_bound`] of these defaults' `tcp_retries2`.
     pub fn retransmit_bound(&self) -> Duration {
-        let mut total = 0.0;
-        let mut rto: f64 = 0.2;
-        for _ in 0..=self.retries2 {
-            total += rto;
-            rto = (rto * 2.0).min(120.0);
-        }
-        Duration::from_secs_f64(total)
+        retransmit_bound(self.retries2)
     }
+}
+
+/// How long the kernel retransmits unacknowledged data before it drops a connection, under
+/// `tcp_retries2 = retries2` and no `TCP_USER_TIMEOUT`: its own model (`tcp_model_timeout`), an
+/// RTO of 200 ms doubling up to 120 s, summed over `retries2 + 1` transmissions. About 924.6 s
+/// for the default of 15.
+///
+/// ```
+/// let bound = deadpeer::kernel::retransmit_bound(15);
+/// assert_eq!(bound.as_millis(), 924_600);
+/// ```
+pub fn retransmit_bound(retries2: u32) -> Duration {
+    let mut total = 0.0;
+    let mut rto: f64 = 0.2;
+    for _ in 0..=retries2.min(255) {
+        total += rto;
+        rto = (rto * 2.0).min(120.0);
+    }
+    Duration::from_secs_f64(total)
 }
 
 impl fmt::Display for SystemKeepalive {
@@ -173,22 +184,9 @@ impl fmt::Display for SystemKeepalive {
 }
 
 /// The `sysctl -w` command that sets `policy` as the kernel default.
-pub fn sysctl_command(policy: &KeepalivePolicy) -> String {
+fn sysctl_command(policy: &KeepalivePolicy) -> String {
     format!(
         "sysctl -w {}={} {}={} {}={}",
-        Sysctl::TIME.name,
-        policy.idle().as_secs(),
-        Sysctl::INTVL.name,
-        policy.interval().as_secs(),
-        Sysctl::PROBES.name,
-        policy.probes()
-    )
-}
-
-/// A `/etc/sysctl.d/*.conf` snippet that sets `policy` as the kernel default at boot.
-pub fn sysctl_conf(policy: &KeepalivePolicy) -> String {
-    format!(
-        "# /etc/sysctl.d/60-keepalive.conf: {policy}\n{} = {}\n{} = {}\n{} = {}\n",
         Sysctl::TIME.name,
         policy.idle().as_secs(),
         Sysctl::INTVL.name,
@@ -212,24 +210,6 @@ fn read_u32(sysctl: Sysctl) -> io::Result<u32> {
             ),
         )
     })
-}
-
-/// Validates a `sysctl` write of the three values before it happens.
-///
-/// # Errors
-///
-/// A [`PolicyError`] for out-of-range values.
-pub fn validate(
-    idle: Duration,
-    interval: Duration,
-    probes: u32,
-) -> Result<KeepalivePolicy, PolicyError> {
-    KeepalivePolicy::builder()
-        .idle(idle)
-        .interval(interval)
-        .probes(probes)
-        .user_timeout(UserTimeout::Off)
-        .build()
 }
 
 #[cfg(test)]

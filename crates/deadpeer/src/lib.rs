@@ -5,54 +5,100 @@
 //! accepts or opens, and turns the kernel's verdict into a typed [`DeadPeer`] error, one tracing
 //! event, and a future that resolves even when nothing is reading.
 //!
+//! # Where to start
+//!
+//! | you have | use |
+//! |---|---|
+//! | a tokio accept loop | [`KeepaliveListener`] instead of `TcpListener`; [`KeepaliveStream::liveness`] in handlers that do not read |
+//! | an outgoing connection | [`connect`] instead of `TcpStream::connect` |
+//! | axum | `axum::serve(KeepaliveListener, app.into_make_service_with_liveness())` (`axum::RouterExt`) |
+//! | a hyper-util or tonic client | `layer::KeepaliveLayer` around the connector |
+//! | a per-connection tower service | `layer::ReapLayer` |
+//! | reqwest | `reqwest::ClientBuilderExt::tcp_keepalive_policy` |
+//! | any socket | [`apply`], [`inspect`], [`tcp_info`] |
+//!
+//! A death surfaces as a [`DeadPeer`] whose [`Cause`] says what the kernel did; the
+//! `dead peer detected` event and the causes are described on [`DeadPeer`] and [`Cause`]. The
+//! guide (`docs/guide.md` in the repository) walks through each stack.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tokio` | yes | [`KeepaliveListener`], [`KeepaliveStream`], [`connect`], [`Liveness`] |
+//! | `tokio` | yes | `KeepaliveListener`, `KeepaliveStream`, `connect`, `Liveness` |
 //! | `tower` | yes | `layer::{KeepaliveLayer, ReapLayer}` |
-//! | `tracing` | yes | the events listed in the guide (no subscriber is installed) |
-//! | `axum` | no | `axum::serve::Listener` for [`KeepaliveListener`] |
-//! | `hyper` | no | hyper's `rt::Read`/`rt::Write` and hyper-util's `Connection` on wrapped connections |
-//! | `tonic` | no | tonic's `Connected` for [`KeepaliveStream`] and [`KeepaliveListener::incoming`] for `serve_with_incoming` |
-//! | `serde` | no | `Serialize`/`Deserialize` for [`KeepalivePolicy`] and [`UserTimeout`] |
+//! | `tracing` | yes | the events (target `deadpeer`; no subscriber is installed) |
+//! | `axum` | no | `axum::serve::Listener` for `KeepaliveListener`; `Liveness` as connect info; `axum::RouterExt` |
+//! | `hyper` | no | `layer::KeepaliveLayer` over hyper-util's `HttpConnector` (`TokioIo<KeepaliveStream>`), hyper-util's `Connection` for `KeepaliveStream` |
+//! | `tonic` | no | tonic's `Connected` for `KeepaliveStream`, `KeepaliveListener::incoming` for `serve_with_incoming` |
+//! | `serde` | no | `Serialize`/`Deserialize` for `KeepalivePolicy` and `UserTimeout` |
+//! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy`, `reqwest::PeerDeath` |
+//!
+//! # Platforms
+//!
+//! Linux (and Android) get everything. Other Unix targets are written for in a degraded mode
+//! (the policy is set on each accepted socket; no `TCP_INFO`, so only the errnos a closed
+//! connection alone returns count as deaths; no watch, so `Liveness::dead()` resolves when a read
+//! or write sees the death), which this project builds and tests on Linux only. Non-Unix targets
+//! do not compile, with one message saying so.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(unix))]
+compile_error!(
+    "deadpeer supports Unix targets only (it sets TCP options on file descriptors and, on Linux, \
+     reads TCP_INFO and watches sockets with epoll); this target is not Unix"
+);
 
 pub mod error;
 pub mod kernel;
 pub mod policy;
 mod sys;
+mod trace;
 
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;
 pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};
-#[doc(hidden)]
-pub use sys::debug_apply_calls_on_this_thread;
 pub use sys::{SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
 
 #[cfg(feature = "tokio")]
-mod listener;
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod listener;
 #[cfg(feature = "tokio")]
-mod liveness;
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod liveness;
 #[cfg(feature = "tokio")]
-mod stream;
-mod trace;
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod stream;
 
 #[cfg(feature = "tokio")]
-pub use listener::{KeepaliveListener, ListenerMode, TcpListenerExt};
+pub use listener::KeepaliveListener;
 #[cfg(feature = "tokio")]
-pub use liveness::{Dead, Liveness, State};
+pub use liveness::Liveness;
 #[cfg(feature = "tokio")]
-pub use stream::{AsTcpStream, KeepaliveStream, TcpStreamExt, connect};
+pub use stream::{KeepaliveStream, connect};
 
 #[cfg(feature = "axum")]
-mod axum_impl;
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[path = "axum_impl.rs"]
+pub mod axum;
 #[cfg(feature = "tonic")]
 mod tonic_impl;
 
-#[cfg(feature = "tonic")]
-pub use tonic_impl::Incoming;
-#[cfg(feature = "hyper")]
-mod hyper_impl;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod layer;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+#[path = "reqwest_impl.rs"]
+pub mod reqwest;
+
+/// The guide's Rust blocks, compiled and run as doctests.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "hyper",
+    feature = "tonic",
+    feature = "reqwest"
+))]
+#[doc = include_str!("../../../docs/guide.md")]
+mod guide {}

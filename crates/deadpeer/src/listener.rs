@@ -4,38 +4,17 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::policy::KeepalivePolicy;
-use crate::stream::{KeepaliveStream, apply_logged};
+use crate::stream::{KeepaliveStream, apply_logged, canonical};
 use crate::{sys, trace};
 
 const VERIFY: u8 = 0;
 const INHERIT: u8 = 1;
 const PER_SOCKET: u8 = 2;
-
-/// How a [`KeepaliveListener`] gets its policy onto accepted sockets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ListenerMode {
-    /// Set once on the listening socket and inherited by every accepted socket (Linux): no
-    /// syscall per accept. The first accepted socket is checked.
-    Inherit,
-    /// Set on each accepted socket: on systems without inheritance, or after the first accepted
-    /// socket on Linux turned out not to have inherited the options.
-    PerSocket,
-}
-
-impl ListenerMode {
-    /// `inherit` or `per_socket`, as in the `listener keepalive set` event.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ListenerMode::Inherit => "inherit",
-            ListenerMode::PerSocket => "per_socket",
-        }
-    }
-}
 
 /// A TCP listener whose accepted connections run under a keepalive policy and surface dead peers
 /// as [`DeadPeer`](crate::DeadPeer) errors.
@@ -62,7 +41,7 @@ impl ListenerMode {
 /// let _client = tokio::net::TcpStream::connect(addr).await?;
 /// let (stream, peer) = listener.accept().await?;
 /// assert_eq!(stream.peer_addr()?, peer);
-/// assert!(stream.keepalive()?.matches(&KeepalivePolicy::FAST));
+/// assert!(deadpeer::inspect(&stream)?.matches(KeepalivePolicy::FAST));
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -86,9 +65,27 @@ impl KeepaliveListener {
         Self::new(TcpListener::bind(addr).await?, policy)
     }
 
-    fn new(inner: TcpListener, policy: KeepalivePolicy) -> io::Result<Self> {
+    /// Puts an existing listener under `policy` (on Linux, sets it on the listening socket).
+    ///
+    /// # Errors
+    ///
+    /// When the policy cannot be set on the listening socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use deadpeer::{KeepaliveListener, KeepalivePolicy};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let listener = KeepaliveListener::new(listener, KeepalivePolicy::CLOUD)?;
+    /// assert_eq!(listener.policy(), KeepalivePolicy::CLOUD);
+    /// # Ok(()) }
+    /// ```
+    pub fn new(inner: TcpListener, policy: KeepalivePolicy) -> io::Result<Self> {
         let mode = if sys::LISTENER_INHERITS {
-            sys::apply(&inner, &policy)?;
+            sys::apply(&inner, policy)?;
             VERIFY
         } else {
             PER_SOCKET
@@ -117,7 +114,9 @@ impl KeepaliveListener {
         self
     }
 
-    /// Accepts a connection.
+    /// Accepts a connection. The peer address is given as the stream's
+    /// [`peer_addr`](KeepaliveStream::peer_addr) is: an IPv4-mapped IPv6 address (an IPv4 client
+    /// of a dual-stack `[::]` listener) as the IPv4 address.
     ///
     /// # Errors
     ///
@@ -128,9 +127,8 @@ impl KeepaliveListener {
     ///
     /// Cancel safe, as [`TcpListener::accept`]: if the future is dropped before it completes, no
     /// connection is lost.
-    pub async fn accept(&self) -> io::Result<(KeepaliveStream<TcpStream>, SocketAddr)> {
-        let (stream, peer) = self.inner.accept().await?;
-        self.finish_accept(stream, peer)
+    pub async fn accept(&self) -> io::Result<(KeepaliveStream, SocketAddr)> {
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
     }
 
     /// Polls to accept a connection, for `Stream` adapters and hand-written futures.
@@ -140,50 +138,73 @@ impl KeepaliveListener {
     /// As [`accept`](Self::accept).
     pub fn poll_accept(
         &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<(KeepaliveStream<TcpStream>, SocketAddr)>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<(KeepaliveStream, SocketAddr)>> {
         self.inner
             .poll_accept(cx)
             .map(|r| r.and_then(|(stream, peer)| self.finish_accept(stream, peer)))
+    }
+
+    /// Accepts the next connection whatever happens, as a server loop (axum's `serve`) wants:
+    /// a connection refused by strict mode is dropped (its WARN was logged) and the next one is
+    /// accepted at once; a connection error (`ECONNABORTED`, `ECONNRESET`, `ECONNREFUSED`) is
+    /// skipped; any other accept error (such as `EMFILE`) is logged at ERROR and retried after a
+    /// second, as axum does for `tokio::net::TcpListener`.
+    #[cfg(feature = "axum")]
+    pub(crate) async fn accept_forever(&self) -> (KeepaliveStream, SocketAddr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, peer)) => {
+                    if let Ok(conn) = self.finish_accept(stream, peer) {
+                        return conn;
+                    }
+                }
+                Err(e) if is_connection_error(&e) => {}
+                Err(e) => {
+                    trace::accept_failed(self.fixed_local, &e);
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     fn finish_accept(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-    ) -> io::Result<(KeepaliveStream<TcpStream>, SocketAddr)> {
-        self.prepare(&stream, peer)?;
-        let local = self.fixed_local.or_else(|| stream.local_addr().ok());
+    ) -> io::Result<(KeepaliveStream, SocketAddr)> {
+        let peer = canonical(peer);
+        let policy = self.prepare(&stream, peer)?;
+        let local = self
+            .fixed_local
+            .or_else(|| stream.local_addr().ok().map(canonical));
         Ok((
-            KeepaliveStream::from_parts(stream, Some(peer), local, Some(self.policy)),
+            KeepaliveStream::from_parts(stream, Some(peer), local, policy),
             peer,
         ))
     }
 
-    fn prepare(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<()> {
+    /// Makes sure `stream` carries the policy; the policy, when it is in place.
+    fn prepare(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<Option<KeepalivePolicy>> {
         match self.mode.load(Ordering::Relaxed) {
             INHERIT => {
                 trace::keepalive_applied(Some(peer), &self.policy, true);
-                Ok(())
+                Ok(Some(self.policy))
             }
             VERIFY => {
-                if sys::inspect(stream).is_ok_and(|got| got.matches(&self.policy)) {
+                if sys::inspect(stream).is_ok_and(|got| got.matches(self.policy)) {
                     self.mode.store(INHERIT, Ordering::Relaxed);
                     trace::keepalive_applied(Some(peer), &self.policy, true);
-                    Ok(())
+                    Ok(Some(self.policy))
                 } else {
                     self.mode.store(PER_SOCKET, Ordering::Relaxed);
                     trace::not_inherited(self.inner.local_addr().ok(), &self.policy);
                     trace::listener_set(self.inner.local_addr().ok(), &self.policy, "per_socket");
-                    self.apply_to(stream, peer)
+                    apply_logged(stream, self.policy, Some(peer), self.strict)
                 }
             }
-            _ => self.apply_to(stream, peer),
+            _ => apply_logged(stream, self.policy, Some(peer), self.strict),
         }
-    }
-
-    fn apply_to(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<()> {
-        apply_logged(stream, &self.policy, Some(peer), self.strict).map(drop)
     }
 
     /// The listener's local address.
@@ -196,17 +217,16 @@ impl KeepaliveListener {
     }
 
     /// The policy accepted connections run under.
-    pub fn policy(&self) -> &KeepalivePolicy {
-        &self.policy
+    pub fn policy(&self) -> KeepalivePolicy {
+        self.policy
     }
 
-    /// How the policy reaches accepted sockets. Before the first accept on Linux this is
-    /// [`Inherit`](ListenerMode::Inherit), still to be verified.
-    pub fn mode(&self) -> ListenerMode {
-        match self.mode.load(Ordering::Relaxed) {
-            PER_SOCKET => ListenerMode::PerSocket,
-            _ => ListenerMode::Inherit,
-        }
+    /// Whether accepted sockets inherit the policy from the listening socket (Linux), so that
+    /// accepting makes no `setsockopt`. Before the first accept it is `true` on Linux, still to be
+    /// verified; it turns `false` if that first socket did not inherit the options (the policy is
+    /// then set on each socket, and a WARN said so).
+    pub fn inherits(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) != PER_SOCKET
     }
 
     /// The underlying listener.
@@ -219,37 +239,79 @@ impl KeepaliveListener {
     pub fn into_inner(self) -> TcpListener {
         self.inner
     }
+
+    /// The accepted connections as a `Stream`, for tonic's `serve_with_incoming`.
+    #[cfg(feature = "tonic")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+    pub fn incoming(self) -> Incoming {
+        Incoming { listener: self }
+    }
 }
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for tokio::net::TcpListener {}
+/// An error of one connection, not of the listener: the next accept may well succeed.
+#[cfg(feature = "axum")]
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
-/// Turns a [`TcpListener`] into a [`KeepaliveListener`]. Sealed.
-pub trait TcpListenerExt: sealed::Sealed + Sized {
-    /// Sets `policy` on the listener (on Linux) and wraps it.
-    ///
-    /// # Errors
-    ///
-    /// When the policy cannot be set on the listening socket.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use deadpeer::{KeepalivePolicy, TcpListenerExt};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> std::io::Result<()> {
-    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?.keepalive(KeepalivePolicy::CLOUD)?;
-    /// assert_eq!(listener.policy(), &KeepalivePolicy::CLOUD);
-    /// # Ok(()) }
-    /// ```
-    fn keepalive(self, policy: KeepalivePolicy) -> io::Result<KeepaliveListener>;
+/// The accepted connections of a [`KeepaliveListener`], as a `Stream` for
+/// `tonic::transport::Server::serve_with_incoming`; from [`KeepaliveListener::incoming`].
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming {
+    listener: KeepaliveListener,
 }
 
-impl TcpListenerExt for TcpListener {
-    fn keepalive(self, policy: KeepalivePolicy) -> io::Result<KeepaliveListener> {
-        KeepaliveListener::new(self, policy)
+#[cfg(feature = "tonic")]
+impl futures_core::Stream for Incoming {
+    type Item = io::Result<KeepaliveStream>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.listener
+            .poll_accept(cx)
+            .map(|r| Some(r.map(|(stream, _)| stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inheritance: accepting from an inheriting listener makes no `setsockopt` (debug builds
+    /// count `sys::apply` calls per thread).
+    #[tokio::test(flavor = "current_thread")]
+    async fn many_accepts_make_no_setsockopt() {
+        let p = KeepalivePolicy::FAST;
+        let listener = KeepaliveListener::bind("127.0.0.1:0", p).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls_before = sys::debug_apply_calls_on_this_thread();
+        for _ in 0..50 {
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            assert!(sys::inspect(&server).unwrap().matches(p));
+            assert_eq!(server.policy(), Some(p));
+        }
+        if cfg!(debug_assertions) {
+            assert_eq!(sys::debug_apply_calls_on_this_thread(), calls_before);
+        }
+        assert!(listener.inherits());
+    }
+
+    #[test]
+    fn mapped_addresses_are_shown_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
+        assert_eq!(
+            canonical(mapped),
+            "10.0.0.1:80".parse::<SocketAddr>().unwrap()
+        );
+        let v6: SocketAddr = "[fd00::1]:80".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
     }
 }

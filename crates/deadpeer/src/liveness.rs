@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::Duration;
 
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
@@ -44,7 +44,8 @@ pub(crate) struct Meta {
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) policy: Option<KeepalivePolicy>,
-    pub(crate) since: Instant,
+    /// When the stream was wrapped: milliseconds on the coarse clock (`sys::coarse_now`).
+    pub(crate) since_ms: u64,
 }
 
 impl Meta {
@@ -57,7 +58,7 @@ impl Meta {
             peer_addr,
             local_addr,
             policy,
-            since: Instant::now(),
+            since_ms: sys::coarse_now().as_millis() as u64,
         }
     }
 }
@@ -243,7 +244,7 @@ impl Shared {
             cause,
             self.meta.peer_addr,
             self.meta.local_addr,
-            self.meta.since.elapsed(),
+            sys::coarse_now().saturating_sub(Duration::from_millis(self.meta.since_ms)),
             info.map(|i| i.last_data_recv),
             self.meta.policy,
             Some(errno),
@@ -251,6 +252,7 @@ impl Shared {
         // Announce before publishing: whoever sees the latch (without the lock) also finds the
         // event emitted. Under the lock, no other verdict can be in progress.
         trace::dead_peer_detected(&dead, from_reaper.then_some(&self.context));
+        crate::error::recent::remember(&dead);
         let dead = self.latch.get_or_init(|| dead).clone();
         waiters.wake_all();
         Some(dead)
@@ -297,6 +299,9 @@ impl OnError for Shared {
 /// A handle on a connection's liveness, from
 /// [`KeepaliveStream::liveness`](crate::KeepaliveStream::liveness).
 ///
+/// The [`dead`](Self::dead) future and the [`State`] it can be asked for live in this module,
+/// [`deadpeer::liveness`](crate::liveness).
+///
 /// It is `Clone`, `Send` and `Sync`, holds no descriptor, and does not keep the socket open: once
 /// the application drops the stream, the socket closes at once (its FIN goes out), the state is
 /// [`Closed`](State::Closed), and every pending [`dead()`](Self::dead) resolves to `None`.
@@ -306,7 +311,7 @@ impl OnError for Shared {
 /// End a long-running handler when its client dies, even though it never reads from the client:
 ///
 /// ```
-/// # async fn handler(stream: deadpeer::KeepaliveStream<tokio::net::TcpStream>) {
+/// # async fn handler(stream: deadpeer::KeepaliveStream) {
 /// let liveness = stream.liveness();
 /// let (_tx, mut events) = tokio::sync::mpsc::channel::<String>(8);
 /// tokio::select! {
@@ -354,9 +359,19 @@ impl Liveness {
         self.shared.latched().is_some()
     }
 
-    /// The peer's address.
+    /// The peer's address (an IPv4-mapped address as IPv4).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.shared.meta.peer_addr
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.meta.local_addr
+    }
+
+    /// The policy the connection runs under, if deadpeer applied or verified one.
+    pub fn policy(&self) -> Option<KeepalivePolicy> {
+        self.shared.meta.policy
     }
 }
 

@@ -94,6 +94,7 @@ pub enum UserTimeout {
 ///
 /// # String forms
 ///
+/// - A preset's name: `fast`, `cloud`, `linux-default` ([`preset`](Self::preset)).
 /// - Canonical: `idle=60s,interval=10s,probes=6[,user_timeout=auto|off|<duration>]`. Durations use
 ///   [humantime](https://docs.rs/humantime) syntax (`90s`, `1m 30s`, `1500ms`), and keys may come
 ///   in any order. `Display` prints this form, always with the user timeout.
@@ -448,6 +449,24 @@ impl KeepalivePolicy {
             .interval(Duration::from_secs(interval as u64))
             .probes(5)
             .build()
+    }
+
+    /// The preset called `name`: `fast`, `cloud` or `linux-default` (any case; `_` for `-`).
+    ///
+    /// ```
+    /// use deadpeer::KeepalivePolicy;
+    ///
+    /// assert_eq!(KeepalivePolicy::preset("fast"), Some(KeepalivePolicy::FAST));
+    /// assert_eq!("Linux_Default".parse(), Ok(KeepalivePolicy::LINUX_DEFAULT));
+    /// assert_eq!(KeepalivePolicy::preset("slow"), None);
+    /// ```
+    pub fn preset(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "fast" => Some(Self::FAST),
+            "cloud" => Some(Self::CLOUD),
+            "linux-default" => Some(Self::LINUX_DEFAULT),
+            _ => None,
+        }
     }
 
     const fn with_auto(mut self) -> Self {

@@ -80,7 +80,7 @@ fn emit_dead_peer(dead: &DeadPeer) {
         cause = dead.cause().as_str(),
         connected_for = %Secs(dead.connected_for()),
         idle_for = %Secs(dead.idle_for().unwrap_or_default()),
-        policy = %OptPolicy(dead.policy()),
+        policy = %OptPolicy(dead.policy().as_ref()),
         errno = dead.raw_os_error().unwrap_or(0),
         "dead peer detected"
     );
@@ -156,4 +156,12 @@ pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
          found (resets, and timeouts of unacknowledged data, still are); apply a KeepalivePolicy \
          (warned once per process)"
     );
+}
+
+/// ERROR when accepting fails for a reason other than one connection's (e.g. `EMFILE`); the
+/// server retries after a second.
+#[cfg(feature = "axum")]
+pub(crate) fn accept_failed(local: Option<SocketAddr>, error: &io::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(local.addr = %Addr(local), error = %error, "accept failed; retrying in 1s");
 }

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
@@ -18,11 +17,9 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-async fn pair(
-    listener: &KeepaliveListener,
-) -> (KeepaliveStream<TcpStream>, KeepaliveStream<TcpStream>) {
+async fn pair(listener: &KeepaliveListener) -> (KeepaliveStream, KeepaliveStream) {
     let addr = listener.local_addr().unwrap();
-    let client = deadpeer::connect(addr, &KeepalivePolicy::FAST)
+    let client = deadpeer::connect(addr, KeepalivePolicy::FAST)
         .await
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();

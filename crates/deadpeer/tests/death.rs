@@ -11,9 +11,8 @@ use common::*;
 use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream, UserTimeout};
 use deadpeer_testkit::lab_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-async fn read_err(stream: &mut KeepaliveStream<TcpStream>, limit: Duration) -> io::Error {
+async fn read_err(stream: &mut KeepaliveStream, limit: Duration) -> io::Error {
     let mut buf = [0u8; 64];
     match tokio::time::timeout(limit, stream.read(&mut buf)).await {
         Ok(Err(e)) => e,
@@ -46,7 +45,7 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
     let dead = DeadPeer::from_io(&err).expect("a DeadPeer").clone();
     assert_cause(&dead, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-    assert_eq!(dead.policy(), Some(&p));
+    assert_eq!(dead.policy(), Some(p));
     assert_eq!(
         dead.peer_addr(),
         Some(std::net::SocketAddr::new(lab.server_addr(), 7101))

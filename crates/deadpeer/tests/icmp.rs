@@ -109,7 +109,7 @@ async fn icmp_host_unreachable_is_unreachable_within_one_rto_of_the_bound() {
     let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(5)).await;
     let elapsed = start.elapsed();
     assert_cause(&dead, Cause::Unreachable, libc::EHOSTUNREACH);
-    let rto = client.tcp_info().unwrap().rto;
+    let rto = deadpeer::tcp_info(&client).unwrap().rto;
     assert!(
         elapsed <= deadline(&p) + rto,
         "died after {elapsed:?}: bound {:?} + slack {:?} + RTO {rto:?}",

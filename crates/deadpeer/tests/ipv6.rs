@@ -20,8 +20,8 @@ async fn pair(
     lab: &Lab,
     family: Family,
     port: u16,
-    policy: &KeepalivePolicy,
-) -> (KeepaliveStream<TcpStream>, TcpStream) {
+    policy: KeepalivePolicy,
+) -> (KeepaliveStream, TcpStream) {
     let addr = SocketAddr::new(lab.server_addr_for(family), port);
     let listener = lab.server().tokio_listener(addr).unwrap();
     let mut client = {
@@ -63,12 +63,12 @@ async fn blackhole_on_an_idle_ipv6_socket_is_keepalive_timeout() {
     let Some(lab) = lab_or_skip!() else { return };
     let (events, _guard) = capture();
     let p = fast();
-    let (client, _server) = pair(&lab, Family::V6, 7601, &p).await;
+    let (client, _server) = pair(&lab, Family::V6, 7601, p).await;
     let liveness = client.liveness();
     let start = Instant::now();
     lab.blackhole().unwrap();
 
-    let dead = dies_within_bound(&p, start, liveness.dead()).await.unwrap();
+    let dead = dies_within_bound(p, start, liveness.dead()).await.unwrap();
     assert_death(&dead, &lab, 7601, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
     assert_one_event(&events, &dead);
     let event = &events.with_message("dead peer detected")[0];
@@ -83,13 +83,13 @@ async fn unacked_data_into_an_ipv6_blackhole_is_retransmit_timeout() {
     let Some(lab) = lab_or_skip!() else { return };
     let (events, _guard) = capture();
     let p = fast();
-    let (mut client, _server) = pair(&lab, Family::V6, 7602, &p).await;
+    let (mut client, _server) = pair(&lab, Family::V6, 7602, p).await;
     let liveness = client.liveness();
     lab.blackhole().unwrap();
     let start = Instant::now();
     client.write_all(&[7u8; 1000]).await.unwrap();
 
-    let dead = dies_within_bound(&p, start, liveness.dead()).await.unwrap();
+    let dead = dies_within_bound(p, start, liveness.dead()).await.unwrap();
     assert_death(&dead, &lab, 7602, Cause::RetransmitTimeout, libc::ETIMEDOUT);
     assert_one_event(&events, &dead);
 }
@@ -99,12 +99,12 @@ async fn a_forgotten_ipv6_connection_is_reset_at_the_first_probe() {
     let Some(lab) = lab_or_skip!() else { return };
     let (events, _guard) = capture();
     let p = fast();
-    let (client, server) = pair(&lab, Family::V6, 7603, &p).await;
+    let (client, server) = pair(&lab, Family::V6, 7603, p).await;
     let liveness = client.liveness();
     let start = Instant::now();
     lab.forget(server.into_std().unwrap()).unwrap();
 
-    let dead = dies_within_bound(&p, start, liveness.dead()).await.unwrap();
+    let dead = dies_within_bound(p, start, liveness.dead()).await.unwrap();
     assert_death(&dead, &lab, 7603, Cause::Reset, libc::ECONNRESET);
     // Not only within the bound: at the first probe, after the idle time, which meets the RST.
     let first_probe = p.idle() + p.timer_slack() + WAKE;
@@ -118,13 +118,13 @@ async fn rejected(how: Reject, port: u16) -> (Lab, DeadPeer) {
     let lab = Lab::new().unwrap();
     let (events, _guard) = capture();
     let p = fast();
-    let (mut client, _server) = pair(&lab, Family::V6, port, &p).await;
+    let (mut client, _server) = pair(&lab, Family::V6, port, p).await;
     let liveness = client.liveness();
     lab.reject(how).unwrap();
     let start = Instant::now();
     client.write_all(&[7u8; 1000]).await.unwrap();
 
-    let dead = dies_within_bound(&p, start, liveness.dead()).await.unwrap();
+    let dead = dies_within_bound(p, start, liveness.dead()).await.unwrap();
     assert_one_event(&events, &dead);
     (lab, dead)
 }

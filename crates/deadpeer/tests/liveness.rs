@@ -11,7 +11,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::*;
-use deadpeer::{Cause, DeadPeer, KeepalivePolicy, State};
+use deadpeer::liveness::State;
+use deadpeer::{Cause, DeadPeer, KeepalivePolicy};
 use deadpeer_testkit::lab_or_skip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -63,7 +64,7 @@ async fn healthy_idle_connection_lives_ten_seconds_without_an_event() {
         _ = tokio::time::sleep(Duration::from_secs(10)) => {}
     }
     // Probes were sent and answered all along.
-    let info = client.tcp_info().unwrap();
+    let info = deadpeer::tcp_info(&client).unwrap();
     assert_eq!(info.state, deadpeer::TcpInfo::ESTABLISHED);
     assert!(
         info.last_ack_recv < Duration::from_secs(2),
@@ -79,14 +80,11 @@ async fn healthy_idle_connection_lives_ten_seconds_without_an_event() {
 
 async fn loopback_pair(
     p: &KeepalivePolicy,
-) -> (
-    deadpeer::KeepaliveStream<tokio::net::TcpStream>,
-    deadpeer::KeepaliveStream<tokio::net::TcpStream>,
-) {
+) -> (deadpeer::KeepaliveStream, deadpeer::KeepaliveStream) {
     let listener = deadpeer::KeepaliveListener::bind("127.0.0.1:0", *p)
         .await
         .unwrap();
-    let client = deadpeer::connect(listener.local_addr().unwrap(), p)
+    let client = deadpeer::connect(listener.local_addr().unwrap(), *p)
         .await
         .unwrap();
     let (server, _) = listener.accept().await.unwrap();

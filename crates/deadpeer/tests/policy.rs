@@ -196,7 +196,10 @@ fn bad_strings_give_one_clear_line() {
             "idle=60s,interval=10s,probes=six",
             "probes = \"six\" is not a whole number",
         ),
-        ("fast", "cannot parse keepalive policy \"fast\""),
+        (
+            "slow",
+            "cannot parse keepalive policy \"slow\": expected a preset (fast, cloud, linux-default)",
+        ),
         ("60:10:x", "probes = \"x\" is not a whole number"),
         ("idle=60,interval=10s,probes=6", "write it with a unit"),
     ];

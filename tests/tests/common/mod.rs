@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::response::sse::{Event, Sse};
 use axum::routing::get;
-use deadpeer::{KeepalivePolicy, Liveness, TcpListenerExt};
+use deadpeer::{KeepalivePolicy, Liveness};
 use deadpeer_testkit::{Lab, Netns};
 use futures_util::{Stream, StreamExt, stream};
 use http_body_util::{Empty, Full};
@@ -51,12 +51,9 @@ pub async fn start_axum_sse(
     policy: KeepalivePolicy,
 ) -> (SocketAddr, mpsc::UnboundedReceiver<Instant>) {
     let addr = SocketAddr::new(lab.server_addr(), port);
-    let listener = lab
-        .server()
-        .tokio_listener(addr)
-        .unwrap()
-        .keepalive(policy)
-        .unwrap();
+    let listener =
+        deadpeer::KeepaliveListener::new(lab.server().tokio_listener(addr).unwrap(), policy)
+            .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
     let app = Router::new()
         .route("/sse", get(sse))

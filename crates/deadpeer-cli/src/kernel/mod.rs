@@ -7,7 +7,6 @@
 mod set;
 
 use clap::Subcommand;
-use deadpeer::{KeepalivePolicy, SystemKeepalive};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -103,15 +102,9 @@ impl KernelJson {
     }
 }
 
-/// The kernel's model of how long unacknowledged data is retransmitted under `tcp_retries2`
-/// (the library's [`SystemKeepalive::retransmit_bound`], which reads only `retries2`).
+/// The kernel's model of how long unacknowledged data is retransmitted under `tcp_retries2`.
 fn retransmit_bound(v: &Values) -> Option<std::time::Duration> {
-    let retries2 = v.retries2()?;
-    let sys = SystemKeepalive {
-        policy: v.policy().unwrap_or(KeepalivePolicy::LINUX_DEFAULT),
-        retries2: retries2.into(),
-    };
-    Some(sys.retransmit_bound())
+    Some(deadpeer::kernel::retransmit_bound(v.retries2()?.into()))
 }
 
 fn problems(v: &Values) -> Vec<String> {

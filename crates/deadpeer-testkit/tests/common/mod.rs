@@ -32,12 +32,12 @@ pub fn fast_without_user_timeout() -> KeepalivePolicy {
 }
 
 /// Applies `policy` to `sock` (keepalive and `TCP_USER_TIMEOUT`) with `deadpeer::apply`.
-pub fn apply(sock: &impl std::os::fd::AsFd, policy: &KeepalivePolicy) {
+pub fn apply(sock: &impl std::os::fd::AsFd, policy: KeepalivePolicy) {
     deadpeer::apply(sock, policy).expect("apply the policy");
 }
 
 /// `probes × interval`: the earliest a keepalive death can come after the fault starts.
-pub fn floor(policy: &KeepalivePolicy) -> Duration {
+pub fn floor(policy: KeepalivePolicy) -> Duration {
     policy.interval() * policy.probes()
 }
 

@@ -8,7 +8,7 @@ use std::io;
 use std::net::{SocketAddr, TcpStream as StdStream};
 use std::time::{Duration, Instant};
 
-use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream, TcpListenerExt};
+use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -99,11 +99,12 @@ impl AcceptBench {
             raw: listener(),
             raw_inherited: {
                 let l = listener();
-                deadpeer::apply(&l, &POLICY).expect("policy on the listener");
+                deadpeer::apply(&l, POLICY).expect("policy on the listener");
                 l
             },
             hand: listener(),
-            deadpeer: listener().keepalive(POLICY).expect("keepalive listener"),
+            deadpeer: deadpeer::KeepaliveListener::new(listener(), POLICY)
+                .expect("keepalive listener"),
         }
     }
 
@@ -200,7 +201,8 @@ impl Server {
                 let rt = runtime();
                 rt.block_on(async move {
                     let raw = listener();
-                    let dp = listener().keepalive(POLICY).expect("keepalive listener");
+                    let dp = deadpeer::KeepaliveListener::new(listener(), POLICY)
+                        .expect("keepalive listener");
                     tx.send((raw.local_addr().unwrap(), dp.local_addr().unwrap()))
                         .unwrap();
                     let a = tokio::spawn(async move {
@@ -248,7 +250,7 @@ pub async fn connect_raw(addr: SocketAddr) -> Duration {
 
 pub async fn connect_deadpeer(addr: SocketAddr) -> Duration {
     let start = Instant::now();
-    let mut s = deadpeer::connect(addr, &POLICY).await.expect("connect");
+    let mut s = deadpeer::connect(addr, POLICY).await.expect("connect");
     s.write_all(b"x").await.expect("write");
     let mut b = [0u8; 1];
     s.read_exact(&mut b).await.expect("read");
@@ -260,21 +262,21 @@ pub async fn connect_deadpeer(addr: SocketAddr) -> Duration {
 /// A persistent client connection of each kind, for echo and round trips.
 pub struct Clients {
     pub raw: TcpStream,
-    pub deadpeer: KeepaliveStream<TcpStream>,
+    pub deadpeer: KeepaliveStream,
     /// A second deadpeer connection with a pending `Liveness::dead()` in a spawned task, to
     /// show what a watcher costs on a busy connection.
-    pub watched: KeepaliveStream<TcpStream>,
+    pub watched: KeepaliveStream,
 }
 
 impl Clients {
     pub async fn connect(server: &Server) -> Clients {
         let raw = TcpStream::connect(server.raw).await.expect("connect");
         raw.set_nodelay(true).unwrap();
-        let deadpeer = deadpeer::connect(server.deadpeer, &POLICY)
+        let deadpeer = deadpeer::connect(server.deadpeer, POLICY)
             .await
             .expect("connect");
         deadpeer.get_ref().set_nodelay(true).unwrap();
-        let watched = deadpeer::connect(server.deadpeer, &POLICY)
+        let watched = deadpeer::connect(server.deadpeer, POLICY)
             .await
             .expect("connect");
         watched.get_ref().set_nodelay(true).unwrap();

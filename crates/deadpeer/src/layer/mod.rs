@@ -2,8 +2,8 @@
 //!
 //! | layer | wraps | does |
 //! |---|---|---|
-//! | [`KeepaliveLayer`] | a connector, `Service<Uri>` or any `Service<R>` returning a TCP connection | applies the policy to each new connection and returns it as a [`KeepaliveStream`](crate::KeepaliveStream), so a dead server surfaces as a [`DeadPeer`](crate::DeadPeer) through hyper-util's `Client` and tonic |
-//! | [`ReapLayer`] | a per-connection service, `Service<IO>` for an accepted stream | applies the policy, hands the service a `KeepaliveStream`, and drops (reaps) the service's future when the client dies, returning the `DeadPeer` |
+//! | [`KeepaliveLayer`] | a connector, `Service<Uri>` or any `Service<R>` returning a [`KeepaliveIo`] | applies the policy to each new connection and wraps it, so a dead server surfaces as a [`DeadPeer`](crate::DeadPeer) through hyper-util's `Client` and tonic |
+//! | [`ReapLayer`] | a per-connection service, `Service<IO>` for an accepted [`KeepaliveIo`] | applies the policy, hands the service the wrapped connection, and drops (reaps) the service's future when the client dies, returning the `DeadPeer` |
 //!
 //! # Examples
 //!
@@ -28,14 +28,13 @@
 //! ```
 //! use std::convert::Infallible;
 //! use deadpeer::{KeepalivePolicy, KeepaliveStream, layer::ReapLayer};
-//! use tokio::net::TcpStream;
 //! use tower_layer::Layer;
 //! use tower_service::Service;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let handler = tower::service_fn(|stream: KeepaliveStream<TcpStream>| async move {
+//! let handler = tower::service_fn(|stream: KeepaliveStream| async move {
 //!     // Serve the connection; if the client dies, this future is dropped.
 //!     drop(stream);
 //!     Ok::<_, Infallible>(())
@@ -48,13 +47,150 @@
 //! # Ok(()) }
 //! ```
 
-mod keepalive;
-mod reap;
+pub mod keepalive;
+pub mod reap;
 
-pub use keepalive::{Keepalive, KeepaliveLayer, ResponseFuture as KeepaliveFuture};
-pub use reap::{Reap, ReapIo, ReapLayer, ResponseFuture as ReapFuture};
+use std::io;
+
+use tokio::net::TcpStream;
+
+pub use self::keepalive::{Keepalive, KeepaliveLayer};
+pub use self::reap::{Reap, ReapLayer};
+use crate::liveness::Liveness;
+use crate::policy::KeepalivePolicy;
+use crate::stream::{KeepaliveStream, addrs, apply_logged};
+use crate::trace;
 
 /// The error type of the layers: the inner service's error or a [`DeadPeer`](crate::DeadPeer),
-/// boxed, as tower-http does. Recover the `DeadPeer` with [`DeadPeer::find`](crate::DeadPeer::find)
-/// or `downcast_ref`.
+/// boxed, as tower-http does. Recover the `DeadPeer` with [`DeadPeer::find`](crate::DeadPeer::find).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection type the layers can put under a policy, and what they make of it. Sealed.
+///
+/// | connection | becomes |
+/// |---|---|
+/// | `tokio::net::TcpStream` | [`KeepaliveStream`] |
+/// | [`KeepaliveStream`] (from a [`KeepaliveListener`](crate::KeepaliveListener): already under its policy) | itself |
+/// | `hyper_util::rt::TokioIo<TcpStream>` (feature `hyper`) | `TokioIo<KeepaliveStream>` |
+/// | `hyper_util::rt::TokioIo<KeepaliveStream>` (feature `hyper`) | itself |
+pub trait KeepaliveIo: Sized + sealed::Sealed {
+    /// What the layers hand on.
+    type Wrapped;
+
+    #[doc(hidden)]
+    fn wrap(self, settings: sealed::Settings) -> io::Result<Self::Wrapped>;
+
+    #[doc(hidden)]
+    fn liveness(wrapped: &Self::Wrapped) -> Liveness;
+}
+
+use self::sealed::Settings;
+
+mod sealed {
+    use super::*;
+
+    pub trait Sealed {}
+    impl Sealed for TcpStream {}
+    impl Sealed for KeepaliveStream {}
+    #[cfg(feature = "hyper")]
+    impl<T: KeepaliveIo<Wrapped = KeepaliveStream>> Sealed for hyper_util::rt::TokioIo<T> {}
+
+    /// What the layers apply to each connection (unnameable outside the crate).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Settings {
+        pub(crate) policy: KeepalivePolicy,
+        pub(crate) strict: bool,
+        pub(crate) inherited: bool,
+    }
+
+    impl Settings {
+        pub(crate) fn new(policy: KeepalivePolicy) -> Self {
+            Self {
+                policy,
+                strict: false,
+                inherited: false,
+            }
+        }
+
+        /// Puts `tcp` under the policy (or trusts it is, when inherited), and wraps it.
+        pub(crate) fn wrap(&self, tcp: TcpStream) -> io::Result<KeepaliveStream> {
+            let (peer, local) = addrs(&tcp);
+            let policy = if self.inherited {
+                trace::keepalive_applied(peer, &self.policy, true);
+                Some(self.policy)
+            } else {
+                apply_logged(&tcp, self.policy, peer, self.strict)?
+            };
+            Ok(KeepaliveStream::from_parts(tcp, peer, local, policy))
+        }
+    }
+}
+
+impl KeepaliveIo for TcpStream {
+    type Wrapped = KeepaliveStream;
+
+    fn wrap(self, settings: Settings) -> io::Result<KeepaliveStream> {
+        settings.wrap(self)
+    }
+
+    fn liveness(wrapped: &KeepaliveStream) -> Liveness {
+        wrapped.liveness()
+    }
+}
+
+impl KeepaliveIo for KeepaliveStream {
+    type Wrapped = KeepaliveStream;
+
+    fn wrap(self, _: Settings) -> io::Result<KeepaliveStream> {
+        Ok(self)
+    }
+
+    fn liveness(wrapped: &KeepaliveStream) -> Liveness {
+        wrapped.liveness()
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl<T: KeepaliveIo<Wrapped = KeepaliveStream>> KeepaliveIo for hyper_util::rt::TokioIo<T> {
+    type Wrapped = hyper_util::rt::TokioIo<KeepaliveStream>;
+
+    fn wrap(self, settings: Settings) -> io::Result<Self::Wrapped> {
+        Ok(hyper_util::rt::TokioIo::new(
+            self.into_inner().wrap(settings)?,
+        ))
+    }
+
+    fn liveness(wrapped: &Self::Wrapped) -> Liveness {
+        wrapped.inner().liveness()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys;
+
+    /// A stream from a `KeepaliveListener` is passed on as it is: no second wrap, no
+    /// `setsockopt`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_keepalive_stream_is_not_wrapped_again() {
+        let p = KeepalivePolicy::FAST;
+        let listener = crate::KeepaliveListener::bind("127.0.0.1:0", p)
+            .await
+            .unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let calls = sys::debug_apply_calls_on_this_thread();
+        let mut settings = Settings::new(KeepalivePolicy::CLOUD);
+        settings.strict = true;
+        let same = stream.wrap(settings).unwrap();
+        assert_eq!(sys::debug_apply_calls_on_this_thread(), calls);
+        assert_eq!(
+            same.policy(),
+            Some(p),
+            "the listener's policy, not the layer's"
+        );
+    }
+}

@@ -62,15 +62,21 @@ impl fmt::Display for KeepalivePolicy {
 impl FromStr for KeepalivePolicy {
     type Err = PolicyError;
 
-    /// Parses the canonical form (`idle=60s,interval=10s,probes=6[,user_timeout=…]`) or the
-    /// nginx form (`60:10:6`); see [`KeepalivePolicy`] for both.
+    /// Parses a preset name (`fast`, `cloud`, `linux-default`), the canonical form
+    /// (`idle=60s,interval=10s,probes=6[,user_timeout=…]`) or the nginx form (`60:10:6`); see
+    /// [`KeepalivePolicy`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         if s.is_empty() {
             return Err(PolicyError::parse(
                 None,
-                "empty keepalive policy: expected idle=60s,interval=10s,probes=6 or 60:10:6".into(),
+                "empty keepalive policy: expected a preset (fast, cloud, linux-default), \
+                 idle=60s,interval=10s,probes=6 or 60:10:6"
+                    .into(),
             ));
+        }
+        if let Some(preset) = KeepalivePolicy::preset(s) {
+            return Ok(preset);
         }
         if s.contains('=') {
             parse_keyed(s)
@@ -80,8 +86,9 @@ impl FromStr for KeepalivePolicy {
             Err(PolicyError::parse(
                 None,
                 format!(
-                    "cannot parse keepalive policy {}: expected idle=60s,interval=10s,probes=6 \
-                     (optionally ,user_timeout=auto|off|<duration>) or the nginx form 60:10:6",
+                    "cannot parse keepalive policy {}: expected a preset (fast, cloud, \
+                     linux-default), idle=60s,interval=10s,probes=6 (optionally \
+                     ,user_timeout=auto|off|<duration>) or the nginx form 60:10:6",
                     echo(s)
                 ),
             ))

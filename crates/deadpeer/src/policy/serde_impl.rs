@@ -79,8 +79,9 @@ impl<'de> Deserialize<'de> for KeepalivePolicy {
             type Value = KeepalivePolicy;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a keepalive policy: \"idle=60s,interval=10s,probes=6\", \"60:10:6\", or a map \
-                     with idle, interval, probes and optionally user_timeout",
+                    "a keepalive policy: a preset (\"fast\", \"cloud\", \"linux-default\"), \
+                     \"idle=60s,interval=10s,probes=6\", \"60:10:6\", or a map with idle, \
+                     interval, probes and optionally user_timeout",
                 )
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<KeepalivePolicy, E> {

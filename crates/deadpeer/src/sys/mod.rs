@@ -14,7 +14,13 @@ use socket2::{SockRef, TcpKeepalive};
 use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
 
-#[cfg(feature = "tokio")]
+#[cfg(all(feature = "tokio", any(target_os = "linux", target_os = "android")))]
+mod watch;
+#[cfg(all(
+    feature = "tokio",
+    not(any(target_os = "linux", target_os = "android"))
+))]
+#[path = "watch_none.rs"]
 mod watch;
 #[cfg(feature = "tokio")]
 pub(crate) use watch::{OnError, WatchedFd};
@@ -37,7 +43,7 @@ pub struct SocketKeepalive {
 
 impl SocketKeepalive {
     /// Whether these values are exactly what [`apply`] sets for `policy`.
-    pub fn matches(&self, policy: &KeepalivePolicy) -> bool {
+    pub fn matches(&self, policy: KeepalivePolicy) -> bool {
         self.enabled
             && self.idle == policy.idle()
             && self.interval == policy.interval()
@@ -45,9 +51,23 @@ impl SocketKeepalive {
             && (!HAS_USER_TIMEOUT || self.user_timeout == policy.effective_user_timeout())
     }
 
-    /// The detection bound these values give: `idle + interval × probes`.
+    /// The detection bound these values give: `idle + interval × probes`, or, with a user
+    /// timeout, the first probe tick at or past it (see
+    /// [`KeepalivePolicy::detection_bound`]).
     pub fn detection_bound(&self) -> Duration {
-        self.idle + self.interval * self.probes
+        let probes = match self.user_timeout {
+            Some(ut) if !self.interval.is_zero() => {
+                let after_idle = ut.saturating_sub(self.idle);
+                let ticks = after_idle
+                    .as_nanos()
+                    .div_ceil(self.interval.as_nanos())
+                    .max(1);
+                u32::try_from(ticks).unwrap_or(u32::MAX)
+            }
+            _ => self.probes,
+        };
+        self.idle
+            .saturating_add(self.interval.saturating_mul(probes))
     }
 }
 
@@ -128,11 +148,11 @@ const HAS_USER_TIMEOUT: bool = cfg!(any(
 /// # fn main() -> std::io::Result<()> {
 /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 /// let stream = std::net::TcpStream::connect(listener.local_addr()?)?;
-/// deadpeer::apply(&stream, &deadpeer::KeepalivePolicy::FAST)?;
-/// assert!(deadpeer::inspect(&stream)?.matches(&deadpeer::KeepalivePolicy::FAST));
+/// deadpeer::apply(&stream, deadpeer::KeepalivePolicy::FAST)?;
+/// assert!(deadpeer::inspect(&stream)?.matches(deadpeer::KeepalivePolicy::FAST));
 /// # Ok(()) }
 /// ```
-pub fn apply(socket: &impl AsFd, policy: &KeepalivePolicy) -> io::Result<()> {
+pub fn apply(socket: &impl AsFd, policy: KeepalivePolicy) -> io::Result<()> {
     #[cfg(debug_assertions)]
     APPLY_CALLS.with(|c| c.set(c.get() + 1));
     let sock = SockRef::from(socket);
@@ -158,10 +178,10 @@ thread_local! {
     static APPLY_CALLS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// How many times [`apply`] ran on this thread (debug builds only; 0 in release builds). Tests use
-/// it to prove that accepting from an inheriting listener makes no `setsockopt`.
-#[doc(hidden)]
-pub fn debug_apply_calls_on_this_thread() -> u64 {
+/// How many times [`apply`] ran on this thread (debug builds only; 0 in release builds). A test
+/// uses it to prove that accepting from an inheriting listener makes no `setsockopt`.
+#[cfg(all(test, feature = "tokio"))]
+pub(crate) fn debug_apply_calls_on_this_thread() -> u64 {
     #[cfg(debug_assertions)]
     return APPLY_CALLS.with(std::cell::Cell::get);
     #[cfg(not(debug_assertions))]
@@ -291,7 +311,7 @@ pub(crate) fn classify(errno: i32, info: Option<&TcpInfo>) -> Option<Cause> {
 }
 
 #[cfg(feature = "tokio")]
-fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
+pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
     match errno {
         libc::ETIMEDOUT => match info {
             Some(i) if i.snd_wnd == Some(0) && i.probes == 0 => Cause::Stalled,
@@ -320,6 +340,33 @@ pub(crate) fn is_aftermath(errno: i32) -> bool {
     matches!(errno, libc::EPIPE | libc::ENOTCONN)
 }
 
+/// A monotonic timestamp from the kernel's coarse clock (`CLOCK_MONOTONIC_COARSE`: the time of
+/// the last timer tick, 1–10 ms resolution), read without a hardware clock access: a few
+/// nanoseconds, against about 25 for `Instant::now`. For `connected_for`, which needs no finer
+/// resolution, on the accept path.
+#[cfg(feature = "tokio")]
+#[allow(unsafe_code)]
+pub(crate) fn coarse_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call; the clock id is
+    // a constant the platform defines. On failure (impossible for these ids) `ts` stays zero.
+    let rc = unsafe { libc::clock_gettime(CLOCK, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
 /// Takes (and clears) the socket's pending error, `SO_ERROR`.
 #[cfg(feature = "tokio")]
 pub(crate) fn take_error(socket: &impl AsFd) -> io::Result<Option<io::Error>> {
@@ -344,5 +391,28 @@ fn option_error(e: io::Error, option: &str, verb: &str) -> io::Error {
     } else {
         // Keep the OS error as it is, so `raw_os_error()` still works.
         e
+    }
+}
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use super::*;
+
+    /// `coarse_now` reads a real, monotonic clock: not zero, never backwards, and it advances
+    /// with `Instant` within the coarse clock's resolution (at most 10 ms, HZ=100).
+    #[test]
+    fn coarse_clock_is_monotonic_and_tracks_instant() {
+        let (a, start) = (coarse_now(), std::time::Instant::now());
+        assert!(a > Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(50));
+        let b = coarse_now();
+        let real = start.elapsed();
+        assert!(b >= a);
+        let coarse = b - a;
+        assert!(
+            coarse + Duration::from_millis(20) >= real
+                && coarse <= real + Duration::from_millis(20),
+            "coarse {coarse:?} against {real:?}"
+        );
     }
 }

@@ -6,7 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream, Liveness, State};
+use deadpeer::liveness::State;
+use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream, Liveness};
 use deadpeer_testkit::Lab;
 use deadpeer_testkit::events::Events;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,12 +52,12 @@ pub async fn client_pair(
     lab: &Lab,
     port: u16,
     policy: &KeepalivePolicy,
-) -> (KeepaliveStream<TcpStream>, TcpStream) {
+) -> (KeepaliveStream, TcpStream) {
     let addr = SocketAddr::new(lab.server_addr(), port);
     let listener = lab.server().tokio_listener(addr).unwrap();
     let mut client = {
         let _inside = lab.client().enter().unwrap();
-        deadpeer::connect(addr, policy).await.unwrap()
+        deadpeer::connect(addr, *policy).await.unwrap()
     };
     let (mut server, _) = listener.accept().await.unwrap();
     client.write_all(b"x").await.unwrap();
@@ -85,7 +86,7 @@ pub fn same_death(err: &io::Error, dead: &DeadPeer) {
 /// Asserts that every observer of the connection reports the one latched `dead`: a read, a
 /// write, a flush, a shutdown, the liveness state and `dead()`.
 pub async fn assert_latched_everywhere(
-    stream: &mut KeepaliveStream<TcpStream>,
+    stream: &mut KeepaliveStream,
     liveness: &Liveness,
     dead: &DeadPeer,
 ) {

@@ -1,0 +1,108 @@
+//! The stream's side of the latch: what a death report needs, the application's own shutdown,
+//! and the state shared with `Liveness` handles.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::net::TcpStream;
+
+use crate::error::DeadPeer;
+use crate::liveness::{Liveness, Meta, Shared};
+use crate::sys::{self, TcpInfo};
+
+/// Created with the stream; the shared state (`Arc<Shared>`) only on the first `liveness()` or
+/// death, so that wrapping a connection allocates nothing. Dropping it marks the shared state
+/// closed and stops watching the socket, which must still be open then: whoever holds a `Latch`
+/// next to the socket drops the latch first (field order).
+pub(crate) struct Latch {
+    pub(crate) meta: Meta,
+    /// The application shut down its write side: `EPIPE` is then its own doing.
+    shut_down: AtomicBool,
+    shared: OnceLock<Arc<Shared>>,
+}
+
+impl Latch {
+    pub(crate) fn new(meta: Meta) -> Self {
+        Self {
+            meta,
+            shut_down: AtomicBool::new(false),
+            shared: OnceLock::new(),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        self.shared.get_or_init(|| Arc::new(Shared::new(self.meta)))
+    }
+
+    /// A handle on the shared state, watching `socket` (see `KeepaliveStream::liveness`).
+    pub(crate) fn liveness(&self, socket: &TcpStream) -> Liveness {
+        let shared = self.shared();
+        shared.watch(socket.as_fd());
+        Liveness::new(Arc::clone(shared))
+    }
+
+    /// The latched death, if any: two loads, for the hot path.
+    #[inline]
+    pub(crate) fn latched(&self) -> Option<&DeadPeer> {
+        self.shared.get()?.latched()
+    }
+
+    /// The latched death as the `io::Error` every observer returns, if any.
+    #[inline]
+    pub(crate) fn latched_error(&self) -> Option<io::Error> {
+        self.latched().map(|dead| dead.clone().into())
+    }
+
+    /// Records the application's own shutdown of the write side.
+    pub(crate) fn shut_down(&self) {
+        self.shut_down.store(true, Ordering::Relaxed);
+    }
+
+    /// An error from the socket: a death becomes the latched `DeadPeer` (as an `io::Error`),
+    /// anything else passes through unchanged.
+    pub(crate) fn on_error(&self, socket: &TcpStream, err: io::Error) -> io::Error {
+        let dead = match err.raw_os_error() {
+            Some(errno) => self.verdict(socket, Some(errno)),
+            None => self.latched().cloned(),
+        };
+        dead.map_or(err, io::Error::from)
+    }
+
+    /// End of file: a FIN, or what follows a death (whose error someone else may have taken).
+    /// One `TCP_INFO` read, once per connection.
+    pub(crate) fn on_eof(&self, socket: &TcpStream) -> io::Result<()> {
+        self.verdict(socket, None)
+            .map_or(Ok(()), |dead| Err(dead.into()))
+    }
+
+    fn verdict(&self, socket: &TcpStream, seen: Option<i32>) -> Option<DeadPeer> {
+        if let Some(dead) = self.latched() {
+            return Some(dead.clone());
+        }
+        // Allocate the shared state only for a connection the kernel closed.
+        if self.shared.get().is_none()
+            && sys::tcp_info(socket).is_ok_and(|i| i.state != TcpInfo::CLOSE)
+        {
+            return None;
+        }
+        let shut_down = self.shut_down.load(Ordering::Relaxed);
+        self.shared().verdict(socket.as_fd(), seen, shut_down)
+    }
+
+    /// Ends the watch: `open` is the socket when it lives on, unwrapped.
+    pub(crate) fn detach(&self, open: &TcpStream) {
+        if let Some(shared) = self.shared.get() {
+            shared.close(Some(open.as_fd()));
+        }
+    }
+}
+
+impl Drop for Latch {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.get() {
+            shared.close(None);
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! [`KeepaliveStream`]: a TCP stream whose dead peer surfaces as a typed, latched [`DeadPeer`]
+//! error, and [`connect`], which applies a policy before the SYN.
+
+mod latch;
+mod split;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
+
+pub(crate) use self::latch::Latch;
+pub use self::split::{OwnedReadHalf, OwnedWriteHalf, ReuniteError};
+use crate::liveness::{Liveness, Meta};
+use crate::policy::KeepalivePolicy;
+use crate::sys::{self, SocketKeepalive};
+use crate::{DeadPeer, trace};
+
+/// A TCP connection under a keepalive policy, whose dead peer surfaces as a [`DeadPeer`].
+///
+/// When the kernel kills the connection (`TCP_INFO` state `CLOSE` after an error, see
+/// [`Cause`](crate::Cause)), the stream classifies the death from the errno and `TCP_INFO`,
+/// emits `dead peer detected` once, and latches it: that read or write, and every later read,
+/// write, flush and shutdown, returns the same `DeadPeer` (as an [`io::Error`] of the cause's
+/// kind) instead of EOF or `EPIPE`. A FIN stays a plain EOF; other errors pass through
+/// unchanged.
+///
+/// Reads and writes add one atomic load; the EOF that ends a connection adds one `TCP_INFO`
+/// read. Put TLS, HTTP or anything else *over* the stream: a death then surfaces through them as
+/// the same typed error. For hyper, wrap it in `hyper_util::rt::TokioIo`.
+///
+/// # Examples
+///
+/// ```
+/// use deadpeer::{KeepaliveListener, KeepalivePolicy};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?;
+/// let mut client = deadpeer::connect(listener.local_addr()?, KeepalivePolicy::FAST).await?;
+/// let (mut server, _peer) = listener.accept().await?;
+///
+/// client.write_all(b"ping").await?;
+/// let mut buf = [0; 4];
+/// server.read_exact(&mut buf).await?;
+/// assert_eq!(&buf, b"ping");
+/// assert!(deadpeer::inspect(&server)?.matches(KeepalivePolicy::FAST));
+/// # Ok(()) }
+/// ```
+pub struct KeepaliveStream {
+    // First: fields drop in order, and the latch must stop watching the socket before `io`
+    // closes it (the invariant of `sys::WatchedFd`).
+    latch: Latch,
+    io: TcpStream,
+}
+
+impl KeepaliveStream {
+    /// Applies `policy` to `io` and wraps it.
+    ///
+    /// # Errors
+    ///
+    /// When a socket option cannot be set (see [`apply`](crate::apply)).
+    pub fn new(io: TcpStream, policy: KeepalivePolicy) -> io::Result<Self> {
+        sys::apply(&io, policy)?;
+        let (peer, local) = addrs(&io);
+        trace::keepalive_applied(peer, &policy, false);
+        Ok(Self::from_parts(io, peer, local, Some(policy)))
+    }
+
+    /// Wraps `io` without changing its socket options: for connections whose policy was set
+    /// elsewhere (inherited from a listener, or set before connecting). Deaths still surface as
+    /// [`DeadPeer`]s; [`DeadPeer::policy`] is `None`.
+    ///
+    /// If the socket has keepalive off (`SO_KEEPALIVE` is 0), a WARN says so, once per process:
+    /// the kernel then never probes, so a peer that goes silent on an idle connection is never
+    /// found. Resets, refusals and unreachable answers, and data that stays unacknowledged until
+    /// `TCP_USER_TIMEOUT` or `tcp_retries2` runs out, are still seen by reads, writes and
+    /// [`Liveness::dead`].
+    pub fn wrap(io: TcpStream) -> Self {
+        let (peer, local) = addrs(&io);
+        if !socket2::SockRef::from(&io).keepalive().unwrap_or(true) {
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                trace::keepalive_off(peer);
+            }
+        }
+        Self::from_parts(io, peer, local, None)
+    }
+
+    pub(crate) fn from_parts(
+        io: TcpStream,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        policy: Option<KeepalivePolicy>,
+    ) -> Self {
+        Self {
+            latch: Latch::new(Meta::new(peer, local, policy)),
+            io,
+        }
+    }
+
+    /// A handle whose [`dead()`](Liveness::dead) resolves when the kernel declares the peer dead,
+    /// even with no read or write pending. It shares this stream's latch.
+    ///
+    /// The first call registers the socket's own descriptor with deadpeer's error-only epoll
+    /// instance (one `epoll_ctl`; no duplicate descriptor, no wake-ups on data). Dropping the
+    /// stream ends the watch and closes the socket at once.
+    pub fn liveness(&self) -> Liveness {
+        self.latch.liveness(&self.io)
+    }
+
+    /// The peer's address, captured when the stream was wrapped (an IPv4-mapped IPv6 address is
+    /// given as the IPv4 address).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotConnected`] when it could not be read then (the connection was
+    /// already gone).
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.latch
+            .meta
+            .peer_addr
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// The local address, captured when the stream was wrapped.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotConnected`] when it could not be read then.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.latch
+            .meta
+            .local_addr
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+
+    /// The policy this stream was set up with, if deadpeer applied or verified one.
+    pub fn policy(&self) -> Option<KeepalivePolicy> {
+        self.latch.meta.policy
+    }
+
+    /// The latched death, if one has been seen.
+    pub fn dead_peer(&self) -> Option<&DeadPeer> {
+        self.latch.latched()
+    }
+
+    /// Reads the options back from the kernel and checks them against the stream's policy.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Other`] naming both when they differ; [`io::ErrorKind::InvalidInput`] when
+    /// the stream has no policy.
+    pub fn verify(&self) -> io::Result<SocketKeepalive> {
+        let policy = self.policy().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this stream has no keepalive policy to verify; it was wrapped with \
+                 KeepaliveStream::wrap",
+            )
+        })?;
+        verify(&self.io, policy)
+    }
+
+    /// The TCP stream underneath. Reading from it directly bypasses the latch.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.io
+    }
+
+    /// Unwraps the stream. Its [`Liveness`] handles become
+    /// [`Closed`](crate::liveness::State::Closed) and their pending `dead()` futures resolve to
+    /// `None`.
+    pub fn into_inner(self) -> TcpStream {
+        let Self { latch, io } = self;
+        latch.detach(&io);
+        io
+    }
+
+    /// Splits the stream into a read half and a write half that can move to different tasks,
+    /// as [`TcpStream::into_split`]; both halves share the latch, and dropping the write half
+    /// shuts down the write side. [`OwnedReadHalf::reunite`] puts them back together.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        split::split(self.latch, self.io)
+    }
+}
+
+pub(crate) fn verify(tcp: &TcpStream, policy: KeepalivePolicy) -> io::Result<SocketKeepalive> {
+    let got = sys::inspect(tcp)?;
+    if got.matches(policy) {
+        Ok(got)
+    } else {
+        Err(io::Error::other(format!(
+            "keepalive options read back ({got:?}) differ from the policy ({policy}); another \
+             component may have changed them"
+        )))
+    }
+}
+
+impl AsFd for KeepaliveStream {
+    /// The socket's descriptor, for socket options (`deadpeer::inspect(&stream)`,
+    /// `socket2::SockRef::from(&stream)`).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.as_fd()
+    }
+}
+
+impl AsRawFd for KeepaliveStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
+impl fmt::Debug for KeepaliveStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepaliveStream")
+            .field("peer_addr", &self.latch.meta.peer_addr)
+            .field("policy", &self.latch.meta.policy.map(|p| p.to_string()))
+            .field("dead_peer", &self.latch.latched())
+            .finish()
+    }
+}
+
+/// The end of a read, shared with [`OwnedReadHalf`]: an EOF or an error is judged (after the
+/// caller returned the latched death, if any, without reading).
+pub(crate) fn read_done(
+    latch: &Latch,
+    tcp: &TcpStream,
+    before: usize,
+    buf: &ReadBuf<'_>,
+    result: io::Result<()>,
+) -> io::Result<()> {
+    match result {
+        // EOF: a FIN, or what follows a death.
+        Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => latch.on_eof(tcp),
+        Ok(()) => Ok(()),
+        Err(e) => Err(latch.on_error(tcp, e)),
+    }
+}
+
+/// The end of a write, flush or shutdown, shared with [`OwnedWriteHalf`].
+pub(crate) fn write_done<T>(
+    latch: &Latch,
+    tcp: &TcpStream,
+    result: io::Result<T>,
+) -> io::Result<T> {
+    result.map_err(|e| latch.on_error(tcp, e))
+}
+
+impl AsyncRead for KeepaliveStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(err) = this.latch.latched_error() {
+            return Poll::Ready(Err(err));
+        }
+        let before = buf.filled().len();
+        let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+        Poll::Ready(read_done(&this.latch, &this.io, before, buf, result))
+    }
+}
+
+impl KeepaliveStream {
+    fn poll_write_with<T>(
+        &mut self,
+        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some(err) = self.latch.latched_error() {
+            return Poll::Ready(Err(err));
+        }
+        let result = ready!(write(Pin::new(&mut self.io)));
+        Poll::Ready(write_done(&self.latch, &self.io, result))
+    }
+}
+
+impl AsyncWrite for KeepaliveStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_with(|io| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_write_with(|io| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_write_with(|io| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = this.poll_write_with(|io| io.poll_shutdown(cx));
+        if let Poll::Ready(Ok(())) = r {
+            this.latch.shut_down();
+        }
+        r
+    }
+}
+
+/// hyper-util's `Connection` (feature `hyper`), so `TokioIo<KeepaliveStream>` is a connection of
+/// hyper-util's `Client`, as `TokioIo<TcpStream>` is.
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+impl hyper_util::client::legacy::connect::Connection for KeepaliveStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.io.connected()
+    }
+}
+
+/// Connects to `addr` with `policy` applied before the SYN.
+///
+/// The policy is set on a [`TcpSocket`] before `connect`, so it covers the handshake and the
+/// connection is never without it. Each address `addr` resolves to is tried in turn, as
+/// [`TcpStream::connect`] does. In debug builds the options are read back and checked; call
+/// [`KeepaliveStream::verify`] to check in release builds.
+///
+/// # Errors
+///
+/// The last connection error, or a resolution error; an error when no address resolved.
+///
+/// # Cancel safety
+///
+/// Not cancel safe in the sense that a connection in progress is abandoned; nothing leaks.
+///
+/// # Examples
+///
+/// ```
+/// use deadpeer::KeepalivePolicy;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let stream = deadpeer::connect(listener.local_addr()?, KeepalivePolicy::FAST).await?;
+/// assert_eq!(deadpeer::inspect(&stream)?.idle, KeepalivePolicy::FAST.idle());
+/// # Ok(()) }
+/// ```
+pub async fn connect(
+    addr: impl ToSocketAddrs,
+    policy: KeepalivePolicy,
+) -> io::Result<KeepaliveStream> {
+    let mut last_err = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        match connect_one(addr, policy).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+async fn connect_one(addr: SocketAddr, policy: KeepalivePolicy) -> io::Result<KeepaliveStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sys::apply(&socket, policy)?;
+    let stream = socket.connect(addr).await?;
+    if cfg!(debug_assertions) {
+        verify(&stream, policy)?;
+    }
+    let (peer, local) = (
+        Some(canonical(addr)),
+        stream.local_addr().ok().map(canonical),
+    );
+    trace::keepalive_applied(peer, &policy, false);
+    Ok(KeepaliveStream::from_parts(
+        stream,
+        peer,
+        local,
+        Some(policy),
+    ))
+}
+
+/// An IPv4-mapped IPv6 address (`[::ffff:10.0.0.1]:80`, as a dual-stack socket reports IPv4
+/// peers) as the IPv4 address it is; every other address as it is.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+/// The peer and local addresses of a connection, `None` where the kernel cannot say.
+pub(crate) fn addrs(tcp: &TcpStream) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    (
+        tcp.peer_addr().ok().map(canonical),
+        tcp.local_addr().ok().map(canonical),
+    )
+}
+
+/// Applies `policy` to a connection deadpeer is about to wrap, with its events: DEBUG
+/// `keepalive applied`, or WARN `failed to apply keepalive`. A failure is an error only when
+/// `strict`; otherwise the connection is kept. Returns the policy when it is in place.
+pub(crate) fn apply_logged(
+    tcp: &TcpStream,
+    policy: KeepalivePolicy,
+    peer: Option<SocketAddr>,
+    strict: bool,
+) -> io::Result<Option<KeepalivePolicy>> {
+    match sys::apply(tcp, policy) {
+        Ok(()) => {
+            trace::keepalive_applied(peer, &policy, false);
+            Ok(Some(policy))
+        }
+        Err(e) => {
+            trace::apply_failed(peer, &e);
+            if strict { Err(e) } else { Ok(None) }
+        }
+    }
+}

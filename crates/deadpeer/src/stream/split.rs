@@ -1,0 +1,187 @@
+//! [`OwnedReadHalf`] and [`OwnedWriteHalf`]: a [`KeepaliveStream`] split for two tasks, both
+//! halves on one latch.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp;
+
+use super::{KeepaliveStream, Latch, read_done, write_done};
+use crate::error::DeadPeer;
+use crate::liveness::Liveness;
+
+pub(super) fn split(latch: Latch, io: tokio::net::TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
+    let latch = Arc::new(latch);
+    let (read, write) = io.into_split();
+    (
+        OwnedReadHalf {
+            latch: Arc::clone(&latch),
+            io: read,
+        },
+        OwnedWriteHalf { latch, io: write },
+    )
+}
+
+/// The read half of a [`KeepaliveStream`], from [`KeepaliveStream::into_split`].
+///
+/// A death surfaces here as on the whole stream: the latched [`DeadPeer`], shared with the write
+/// half and every [`Liveness`].
+pub struct OwnedReadHalf {
+    // First: the last half dropped releases the watch before its half of the socket closes
+    // (fields drop in order; the invariant of `sys::WatchedFd`).
+    latch: Arc<Latch>,
+    io: tcp::OwnedReadHalf,
+}
+
+/// The write half of a [`KeepaliveStream`], from [`KeepaliveStream::into_split`]. Dropping it
+/// shuts down the write side, as tokio's does (no death: after that only reads remain, and an
+/// orderly close reads as EOF).
+pub struct OwnedWriteHalf {
+    latch: Arc<Latch>,
+    io: tcp::OwnedWriteHalf,
+}
+
+impl OwnedReadHalf {
+    /// A [`Liveness`] handle on the connection (see [`KeepaliveStream::liveness`]).
+    pub fn liveness(&self) -> Liveness {
+        self.latch.liveness(self.io.as_ref())
+    }
+
+    /// The latched death, if one has been seen.
+    pub fn dead_peer(&self) -> Option<&DeadPeer> {
+        self.latch.latched()
+    }
+
+    /// Puts the halves back together.
+    ///
+    /// # Errors
+    ///
+    /// [`ReuniteError`], holding both halves, when they come from different streams.
+    pub fn reunite(self, other: OwnedWriteHalf) -> Result<KeepaliveStream, ReuniteError> {
+        if !Arc::ptr_eq(&self.latch, &other.latch) {
+            return Err(ReuniteError(self, other));
+        }
+        let OwnedReadHalf { latch, io: read } = self;
+        let OwnedWriteHalf {
+            latch: other_latch,
+            io: write,
+        } = other;
+        drop(other_latch);
+        let io = read
+            .reunite(write)
+            .expect("the halves share a latch, so they share a socket");
+        let latch = Arc::into_inner(latch).expect("both halves' latch references are here");
+        Ok(KeepaliveStream { latch, io })
+    }
+}
+
+impl OwnedWriteHalf {
+    /// A [`Liveness`] handle on the connection (see [`KeepaliveStream::liveness`]).
+    pub fn liveness(&self) -> Liveness {
+        self.latch.liveness(self.io.as_ref())
+    }
+}
+
+impl AsyncRead for OwnedReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(err) = this.latch.latched_error() {
+            return Poll::Ready(Err(err));
+        }
+        let before = buf.filled().len();
+        let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+        Poll::Ready(read_done(
+            &this.latch,
+            this.io.as_ref(),
+            before,
+            buf,
+            result,
+        ))
+    }
+}
+
+impl OwnedWriteHalf {
+    fn poll_write_with<T>(
+        &mut self,
+        write: impl FnOnce(Pin<&mut tcp::OwnedWriteHalf>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if let Some(err) = self.latch.latched_error() {
+            return Poll::Ready(Err(err));
+        }
+        let result = ready!(write(Pin::new(&mut self.io)));
+        Poll::Ready(write_done(&self.latch, self.io.as_ref(), result))
+    }
+}
+
+impl AsyncWrite for OwnedWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write_with(|io| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut()
+            .poll_write_with(|io| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_write_with(|io| io.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = this.poll_write_with(|io| io.poll_shutdown(cx));
+        if let Poll::Ready(Ok(())) = r {
+            this.latch.shut_down();
+        }
+        r
+    }
+}
+
+impl fmt::Debug for OwnedReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedReadHalf")
+            .field("peer_addr", &self.latch.meta.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OwnedWriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedWriteHalf")
+            .field("peer_addr", &self.latch.meta.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The halves given to [`OwnedReadHalf::reunite`] came from different streams; both are here.
+#[derive(Debug)]
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+impl fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves that are not from the same KeepaliveStream")
+    }
+}
+
+impl Error for ReuniteError {}

@@ -1,0 +1,36 @@
+//! Without epoll (Unix other than Linux and Android) there is no reaper: `Liveness::dead()`
+//! resolves when a read or write on the stream sees the death. Not built or tested on such a
+//! target by this project's CI, which runs on Linux.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::Weak;
+
+/// Told when the kernel reports an error on a watched socket (never, here).
+pub(crate) trait OnError: Send + Sync {
+    fn on_error(&self);
+}
+
+/// Never watching.
+#[derive(Debug, Default)]
+pub(crate) struct WatchedFd;
+
+impl WatchedFd {
+    pub(crate) fn watch(
+        &mut self,
+        _fd: BorrowedFd<'_>,
+        _target: Weak<dyn OnError>,
+    ) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "watching a connection needs epoll (Linux, Android); dead() resolves when a read or \
+             write sees the death",
+        ))
+    }
+
+    pub(crate) fn with<R>(&self, _f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        None
+    }
+
+    pub(crate) fn release(&mut self, _open: Option<BorrowedFd<'_>>) {}
+}
