@@ -160,3 +160,35 @@ fn opening_a_missing_or_invalid_namespace_is_an_error() {
     let err = Netns::open(&long).unwrap_err();
     assert!(err.to_string().contains("the limit is 255"), "{err}");
 }
+
+/// `lab_or_skip!()` names the test as `cargo test` does: the function's path in the test crate,
+/// from a plain `#[test]`, a `#[tokio::test] async fn`, a closure, or a nested module.
+#[test]
+fn the_skip_line_names_a_plain_test() {
+    assert_eq!(
+        deadpeer_testkit::__test_name!(),
+        "the_skip_line_names_a_plain_test"
+    );
+    let in_a_closure = || deadpeer_testkit::__test_name!();
+    assert_eq!(in_a_closure(), "the_skip_line_names_a_plain_test");
+}
+
+#[tokio::test]
+async fn the_skip_line_names_an_async_test() {
+    assert_eq!(
+        deadpeer_testkit::__test_name!(),
+        "the_skip_line_names_an_async_test"
+    );
+    let in_a_task = tokio::spawn(async { deadpeer_testkit::__test_name!() });
+    assert_eq!(
+        in_a_task.await.unwrap(),
+        "the_skip_line_names_an_async_test"
+    );
+}
+
+mod nested {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_a_module() {
+        assert_eq!(deadpeer_testkit::__test_name!(), "nested::in_a_module");
+    }
+}
