@@ -225,8 +225,9 @@ fn ipv6_ready(ns: &Netns, dev: &str) -> Result<(), LabError> {
             return Err(LabError::io(
                 format!(
                     "IPv6 on {dev} in {} is not configured after {IPV6_READY_WITHIN:?} (no \
-                     link-local address in /proc/net/if_inet6); check that IPv6 is enabled \
-                     (sysctl net.ipv6.conf.default.addr_gen_mode=0, no ipv6.disable=1)",
+                     link-local address in /proc/net/if_inet6, and the kernel configures one \
+                     within a second): check that new namespaces get IPv6 link-local addresses \
+                     (net.ipv6.conf.default.addr_gen_mode = 0, the kernel's default)",
                     ns.name()
                 ),
                 std::io::ErrorKind::TimedOut.into(),
