@@ -222,3 +222,45 @@ fn block_on<F: Future>(f: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// Split halves share the latch: a death seen by the read half is what the write half and the
+/// `Liveness` report; `reunite` puts the halves back, and halves of two streams do not reunite.
+#[tokio::test(flavor = "current_thread")]
+async fn split_halves_share_one_latch() {
+    let p = KeepalivePolicy::FAST;
+    let (client, server) = loopback_pair(&p).await;
+    let (mut read, mut write) = server.into_split();
+    let liveness = read.liveness();
+    let mut client = client;
+    write.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    client.read_exact(&mut buf).await.unwrap();
+    client.write_all(b"pong").await.unwrap();
+    read.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+
+    let (other_client, other_server) = loopback_pair(&p).await;
+    let (other_read, other_write) = other_server.into_split();
+    let back = read.reunite(other_write).unwrap_err();
+    let (mut read, _other_write) = (back.0, back.1);
+    drop((other_read, other_client));
+
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let err = read.read(&mut buf).await.unwrap_err();
+    let dead = DeadPeer::from_io(&err).expect("a DeadPeer").clone();
+    assert_cause(&dead, Cause::Reset, libc::ECONNRESET);
+    same_death(&write.write(b"x").await.unwrap_err(), &dead);
+    same_death(&write.flush().await.unwrap_err(), &dead);
+    assert_eq!(
+        liveness.dead().await.unwrap().connected_for(),
+        dead.connected_for()
+    );
+    let stream = read.reunite(write).expect("the same stream");
+    assert_eq!(
+        stream.dead_peer().map(DeadPeer::connected_for),
+        Some(dead.connected_for())
+    );
+}

@@ -269,54 +269,65 @@ impl AsyncRead for KeepaliveStream {
     }
 }
 
-impl KeepaliveStream {
-    fn poll_write_with<T>(
-        &mut self,
-        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if let Some(err) = self.latch.latched_error() {
-            return Poll::Ready(Err(err));
+/// `AsyncWrite` through the latch, for a type with fields `latch` (a `Latch`, or an `Arc` of one)
+/// and `io` (of type `$io`; `$tcp` reaches the `TcpStream`): the latched death first, then the
+/// write, with its error judged; a successful shutdown is recorded as the application's own.
+macro_rules! impl_guarded_write {
+    ($type:ty, $io:ty, $tcp:expr) => {
+        impl $type {
+            fn poll_write_with<T>(
+                &mut self,
+                write: impl FnOnce(Pin<&mut $io>) -> Poll<io::Result<T>>,
+            ) -> Poll<io::Result<T>> {
+                if let Some(err) = self.latch.latched_error() {
+                    return Poll::Ready(Err(err));
+                }
+                let result = ready!(write(Pin::new(&mut self.io)));
+                let tcp: fn(&Self) -> &TcpStream = $tcp;
+                Poll::Ready($crate::stream::write_done(&self.latch, tcp(self), result))
+            }
         }
-        let result = ready!(write(Pin::new(&mut self.io)));
-        Poll::Ready(write_done(&self.latch, &self.io, result))
-    }
-}
 
-impl AsyncWrite for KeepaliveStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(|io| io.poll_write(cx, buf))
-    }
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.get_mut().poll_write_with(|io| io.poll_write(cx, buf))
+            }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_write_with(|io| io.poll_write_vectored(cx, bufs))
-    }
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.get_mut()
+                    .poll_write_with(|io| io.poll_write_vectored(cx, bufs))
+            }
 
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
+            fn is_write_vectored(&self) -> bool {
+                self.io.is_write_vectored()
+            }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_with(|io| io.poll_flush(cx))
-    }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.get_mut().poll_write_with(|io| io.poll_flush(cx))
+            }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let r = this.poll_write_with(|io| io.poll_shutdown(cx));
-        if let Poll::Ready(Ok(())) = r {
-            this.latch.shut_down();
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                let r = this.poll_write_with(|io| io.poll_shutdown(cx));
+                if let Poll::Ready(Ok(())) = r {
+                    this.latch.shut_down();
+                }
+                r
+            }
         }
-        r
-    }
+    };
 }
+pub(crate) use impl_guarded_write;
+
+impl_guarded_write!(KeepaliveStream, TcpStream, |s| &s.io);
 
 /// hyper-util's `Connection` (feature `hyper`), so `TokioIo<KeepaliveStream>` is a connection of
 /// hyper-util's `Client`, as `TokioIo<TcpStream>` is.

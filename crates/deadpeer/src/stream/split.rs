@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp;
+use tokio::net::{TcpStream, tcp};
 
-use super::{KeepaliveStream, Latch, read_done, write_done};
+use super::{KeepaliveStream, Latch, read_done};
 use crate::error::DeadPeer;
 use crate::liveness::Liveness;
 
@@ -109,54 +109,7 @@ impl AsyncRead for OwnedReadHalf {
     }
 }
 
-impl OwnedWriteHalf {
-    fn poll_write_with<T>(
-        &mut self,
-        write: impl FnOnce(Pin<&mut tcp::OwnedWriteHalf>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        if let Some(err) = self.latch.latched_error() {
-            return Poll::Ready(Err(err));
-        }
-        let result = ready!(write(Pin::new(&mut self.io)));
-        Poll::Ready(write_done(&self.latch, self.io.as_ref(), result))
-    }
-}
-
-impl AsyncWrite for OwnedWriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_write_with(|io| io.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_write_with(|io| io.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_write_with(|io| io.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let r = this.poll_write_with(|io| io.poll_shutdown(cx));
-        if let Poll::Ready(Ok(())) = r {
-            this.latch.shut_down();
-        }
-        r
-    }
-}
+super::impl_guarded_write!(OwnedWriteHalf, tcp::OwnedWriteHalf, |s| s.io.as_ref());
 
 impl fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
