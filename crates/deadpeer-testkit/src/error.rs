@@ -6,7 +6,7 @@ use std::io;
 /// Why a [`Lab`](crate::Lab) could not be created, or why a fault could not be applied or undone.
 ///
 /// [`LabError::is_skip`] tells apart the errors that mean "this machine cannot run lab tests"
-/// (missing privileges, missing `ip`), which [`lab_or_skip`](crate::lab_or_skip) turns into a
+/// (missing privileges, missing `ip`), which [`lab_or_skip!`](crate::lab_or_skip!) turns into a
 /// skipped test, from real failures, which should fail the test.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -30,6 +30,17 @@ pub enum LabError {
         /// What the command wrote to stderr, trimmed.
         stderr: String,
     },
+    /// A name the testkit was given is not valid: a namespace prefix
+    /// ([`LabBuilder::prefix`](crate::LabBuilder::prefix)) or a namespace name
+    /// ([`Netns::open`](crate::Netns::open)). Bad input is reported here, never by a panic.
+    InvalidName {
+        /// What was given: `"namespace prefix"` or `"namespace name"`.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it, the limit it breaks, and how to fix it.
+        reason: String,
+    },
     /// Another I/O operation failed (opening a namespace handle, `setns(2)`, a socket option, ...).
     Io {
         /// What the testkit was doing.
@@ -43,12 +54,18 @@ impl LabError {
     /// True when the error means the environment cannot host a lab at all (missing
     /// privileges or missing iproute2), as opposed to a failure while building or faulting it.
     ///
-    /// These are the errors [`lab_or_skip`](crate::lab_or_skip) turns into a skip.
+    /// These are the errors [`lab_or_skip!`](crate::lab_or_skip!) turns into a skip.
     pub fn is_skip(&self) -> bool {
         matches!(
             self,
             LabError::Privilege { .. } | LabError::MissingTool { .. }
         )
+    }
+
+    /// True for a name the testkit does not accept ([`LabError::InvalidName`]): a bug in the
+    /// caller, never a reason to skip.
+    pub fn is_invalid_name(&self) -> bool {
+        matches!(self, LabError::InvalidName { .. })
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -79,6 +96,11 @@ impl fmt::Display for LabError {
                 }
                 Ok(())
             }
+            LabError::InvalidName {
+                what,
+                value,
+                reason,
+            } => write!(f, "invalid {what} {value:?}: {reason}"),
             LabError::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }
@@ -88,7 +110,9 @@ impl std::error::Error for LabError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             LabError::MissingTool { source } | LabError::Io { source, .. } => Some(source),
-            LabError::Privilege { .. } | LabError::Command { .. } => None,
+            LabError::Privilege { .. }
+            | LabError::Command { .. }
+            | LabError::InvalidName { .. } => None,
         }
     }
 }
@@ -97,12 +121,14 @@ impl From<LabError> for io::Error {
     /// Converts into an `io::Error`, keeping the original error as the inner error.
     ///
     /// Privilege errors become [`io::ErrorKind::PermissionDenied`], a missing `ip` becomes
-    /// [`io::ErrorKind::NotFound`], I/O errors keep their kind, and the rest become
+    /// [`io::ErrorKind::NotFound`], an invalid name becomes [`io::ErrorKind::InvalidInput`], I/O
+    /// errors keep their kind, and the rest become
     /// [`io::ErrorKind::Other`].
     fn from(err: LabError) -> Self {
         let kind = match &err {
             LabError::Privilege { .. } => io::ErrorKind::PermissionDenied,
             LabError::MissingTool { .. } => io::ErrorKind::NotFound,
+            LabError::InvalidName { .. } => io::ErrorKind::InvalidInput,
             LabError::Io { source, .. } => source.kind(),
             LabError::Command { .. } => io::ErrorKind::Other,
         };

@@ -1,14 +1,16 @@
 //! Real dead TCP peers on demand.
 //!
-//! `deadpeer-testkit` builds a small, isolated network for each test — a client, a router and a
-//! server, each in its own Linux network namespace, joined by veth links — and kills the TCP
-//! connections between them in the ways real peers die:
+//! `deadpeer-testkit` builds a small, isolated, dual-stack network for each test — a client, a
+//! router and a server, each in its own Linux network namespace, joined by veth links, with
+//! IPv4 and IPv6 addresses — and kills the TCP connections between them in the ways real peers
+//! die. Every fault acts on both families:
 //!
 //! | fault | how | what the surviving side gets |
 //! |---|---|---|
 //! | [`Lab::blackhole`] | blackhole routes on the router, both directions | `ETIMEDOUT` at the keepalive bound |
-//! | [`Lab::unreachable`] | unreachable routes on the router (ICMP host unreachable) | idle: `ETIMEDOUT`; unacked data + `TCP_USER_TIMEOUT`: `EHOSTUNREACH` |
+//! | [`Lab::unreachable`] | unreachable routes on the router (ICMP host unreachable, ICMPv6 no route) | idle: `ETIMEDOUT`; unacked data + `TCP_USER_TIMEOUT`: `EHOSTUNREACH` (IPv6: `ENETUNREACH`) |
 //! | [`Lab::cut_link`] | `ip link del` of the router–server veth | idle: `ETIMEDOUT` |
+//! | [`Lab::reject`] | nftables `reject with …` on the router, see [`Reject`] | unacked data: the ICMP error's errno at the user timeout |
 //! | [`Lab::forget`] | `TCP_REPAIR=1` then close on the peer socket (a reboot) | `ECONNRESET` at the next probe |
 //! | [`Lab::reset`] | `SO_LINGER {1, 0}` then close | `ECONNRESET` at once |
 //! | [`Lab::send_unacked`] | blackhole, then queue bytes | keepalive never fires; only `TCP_USER_TIMEOUT` ends it |
@@ -24,30 +26,38 @@
 //! use std::time::{Duration, Instant};
 //! use socket2::{SockRef, TcpKeepalive};
 //! use tokio::io::AsyncReadExt;
+//! use deadpeer::KeepalivePolicy;
+//! use deadpeer_testkit::{Family, assert_within_bound, lab_or_skip};
 //!
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Skips (with one line on stderr) when not root, unless DEADPEER_REQUIRE_NETNS=1.
-//! let Some(lab) = deadpeer_testkit::lab_or_skip("blackhole_is_detected") else { return Ok(()) };
+//! #[tokio::test]
+//! async fn blackhole_is_detected() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Skips (with one line on stderr) when not root, unless DEADPEER_REQUIRE_NETNS=1.
+//!     let Some(lab) = lab_or_skip!() else { return Ok(()) };
 //!
-//! let addr = SocketAddr::new(lab.server_addr(), 8080);
-//! let listener = lab.server().tokio_listener(addr)?;
-//! let mut client = lab.client().tokio_connect(addr).await?;
-//! let (_server_side, _) = listener.accept().await?;
+//!     for family in Family::ALL {
+//!         let addr = SocketAddr::new(lab.server_addr_for(family), 8080);
+//!         let listener = lab.server().tokio_listener(addr)?;
+//!         let mut client = lab.client().tokio_connect(addr).await?;
+//!         let (_server_side, _) = listener.accept().await?;
 //!
-//! // 1 s idle, 1 s interval, 3 probes: dead within 1 + 3 × 1 = 4 s.
-//! SockRef::from(&client).set_tcp_keepalive(
-//!     &TcpKeepalive::new()
-//!         .with_time(Duration::from_secs(1))
-//!         .with_interval(Duration::from_secs(1))
-//!         .with_retries(3),
-//! )?;
+//!         // 1 s idle, 1 s interval, 3 probes: dead within 1 + 3 × 1 = 4 s.
+//!         let policy: KeepalivePolicy = "1:1:3".parse()?;
+//!         SockRef::from(&client).set_tcp_keepalive(
+//!             &TcpKeepalive::new()
+//!                 .with_time(policy.idle())
+//!                 .with_interval(policy.interval())
+//!                 .with_retries(policy.probes()),
+//!         )?;
 //!
-//! lab.blackhole()?;
-//! let start = Instant::now();
-//! let err = client.read(&mut [0; 1]).await.unwrap_err();
-//! assert_eq!(err.raw_os_error(), Some(110)); // ETIMEDOUT
-//! assert!(start.elapsed() < Duration::from_millis(4_300));
-//! # Ok(()) }
+//!         lab.blackhole()?;
+//!         let start = Instant::now();
+//!         let err = client.read(&mut [0; 1]).await.unwrap_err();
+//!         assert_eq!(err.raw_os_error(), Some(110)); // ETIMEDOUT
+//!         assert_within_bound(start.elapsed(), policy);
+//!         lab.heal()?;
+//!     }
+//!     Ok(())
+//! }
 //! ```
 //!
 //! # Entering namespaces: a scoped `setns` guard on the calling thread
@@ -66,7 +76,7 @@
 //! [`Netns::run`] (a socket2 `Socket` or a std listener, set non-blocking, then
 //! `tokio::net::TcpStream::from_std` / `TcpSocket::from_std_stream`), and await outside. The
 //! helpers [`Netns::tokio_listener`], [`Netns::tokio_socket`] and [`Netns::tokio_connect`] do
-//! exactly that.
+//! exactly that. [`Netns::open`] gives the same handle on a namespace of your own.
 //!
 //! # Why `ip` and not a netlink crate
 //!
@@ -81,75 +91,48 @@
 //! # Privileges and skipping
 //!
 //! Creating namespaces needs `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (root). Without them
-//! [`Lab::new`] returns a [`LabError`] saying what is missing — it never panics. Use
-//! [`lab_or_skip`] in tests: it prints one `skipped <test>: <reason>` line and returns `None`, or
-//! panics when the environment variable `DEADPEER_REQUIRE_NETNS=1` is set (as CI does), so that a
-//! skip cannot hide a broken setup.
+//! [`Lab::new`] returns a [`LabError`] saying what is missing — it never panics. Start every lab
+//! test with [`lab_or_skip!`]: it prints one `skipped <test>: <reason>` line and evaluates to
+//! `None`, or panics when the environment variable `DEADPEER_REQUIRE_NETNS=1` is set (as CI
+//! does), so that a skip cannot hide a broken setup.
+//!
+//! # Timing assertions
+//!
+//! A test asserts a death against the policy's bound plus what the kernel explains, never the
+//! machine's speed: [`assert_within_bound`], [`dies_within_bound`] and their [`deadline`].
 //!
 //! # Hygiene
 //!
-//! Every namespace is named `dpk-<pid>-<n>-<c|r|s>`. Dropping a [`Lab`] deletes its namespaces,
-//! also on panic. [`Lab::new`] deletes stale `dpk-` namespaces whose creating process has exited
-//! (after a `SIGKILL`, say). Nothing is configured in the host's namespace.
+//! Every namespace is named `<prefix><pid>-<n>-<c|r|s>`, with the prefix `dpk-` unless
+//! [`LabBuilder::prefix`] chose another. Dropping a [`Lab`] deletes its namespaces, also on
+//! panic. Building a lab deletes stale namespaces of that prefix's scheme whose creating
+//! process has exited (after a `SIGKILL`, say), and nothing else. Namespaces opened with
+//! [`Netns::open`] are never deleted. Nothing is configured in the host's namespace.
 #![forbid(unsafe_code)]
 
+mod bound;
 mod cmd;
 mod error;
 mod lab;
 mod netns;
 mod reject;
+mod skip;
 
 #[cfg(feature = "events")]
 pub mod events;
 
+pub use bound::{WAKE, assert_within_bound, deadline, dies_within_bound};
 pub use error::LabError;
-pub use lab::{Lab, send_nowait};
+pub use lab::{DEFAULT_PREFIX, Family, Lab, LabBuilder, MAX_PREFIX_LEN, send_nowait};
 pub use netns::{CONNECT_TIMEOUT, Netns, NetnsGuard};
 pub use reject::Reject;
+pub use skip::lab_or_skip;
 
 /// The environment variable that turns skips into failures: set it to `1` in CI.
 pub const REQUIRE_NETNS_ENV: &str = "DEADPEER_REQUIRE_NETNS";
 
-/// Creates a [`Lab`] for the test `test_name`, or skips the test.
-///
-/// When the machine cannot host a lab (no `CAP_NET_ADMIN`/`CAP_SYS_ADMIN`, or no `ip`), it prints
-/// exactly one line, `skipped <test_name>: <reason>`, to stderr (visible even when the test
-/// harness captures output) and returns `None`; the test then
-/// returns early. If `DEADPEER_REQUIRE_NETNS=1` is set it panics with the reason instead.
-///
-/// # Panics
-///
-/// - when the lab cannot be created for any other reason (a failing `ip` command on a machine
-///   that should support it is a bug, not a skip);
-/// - on a privilege or tooling error when `DEADPEER_REQUIRE_NETNS=1`.
-///
-/// # Example
-///
-/// ```no_run
-/// #[test]
-/// fn my_service_reaps_dead_clients() {
-///     let Some(lab) = deadpeer_testkit::lab_or_skip("my_service_reaps_dead_clients") else {
-///         return;
-///     };
-///     // ... start the service in lab.server(), connect from lab.client(), lab.blackhole() ...
-/// #   drop(lab);
-/// }
-/// ```
-pub fn lab_or_skip(test_name: &str) -> Option<Lab> {
-    use std::io::Write as _;
-    match Lab::new() {
-        Ok(lab) => Some(lab),
-        Err(err) if err.is_skip() => {
-            if std::env::var(REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
-                panic!("{test_name}: {err} ({REQUIRE_NETNS_ENV}=1 forbids skipping)");
-            }
-            // Straight to fd 2, not `eprintln!`: the test harness captures the macros and would
-            // hide the skip of a passing test.
-            // One write, so that parallel tests cannot split the line.
-            let line = format!("skipped {test_name}: {err}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            None
-        }
-        Err(err) => panic!("{test_name}: cannot create the lab: {err}"),
-    }
+/// For the macros; not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::skip::test_name;
 }

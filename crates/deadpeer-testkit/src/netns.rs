@@ -17,10 +17,42 @@ use crate::{LabError, cmd};
 /// Where `ip netns add` bind-mounts named namespaces.
 pub(crate) const NETNS_DIR: &str = "/run/netns";
 
+/// The longest file name, hence namespace name, Linux accepts (`NAME_MAX`), in bytes.
+pub(crate) const NAME_MAX: usize = 255;
+
+/// Checks `name` as iproute2 does (`invalid_name` in `ip/ipnetns.c`), plus a NUL, which no path
+/// can hold.
+fn validate_name(name: &str) -> Result<(), LabError> {
+    let reason = if name.is_empty() {
+        "it is empty; pass the name `ip netns list` shows".to_owned()
+    } else if name.len() > NAME_MAX {
+        format!(
+            "it is {} bytes long, the limit is {NAME_MAX} (NAME_MAX); pass the name `ip netns \
+             list` shows",
+            name.len()
+        )
+    } else if name == "." || name == ".." {
+        "`.` and `..` are not namespaces; pass the name `ip netns list` shows".to_owned()
+    } else if let Some(c) = name.chars().find(|c| matches!(c, '/' | '\0')) {
+        format!(
+            "{c:?} is not allowed in a namespace name (it is a file name in {NETNS_DIR}); pass \
+             the name `ip netns list` shows, not a path"
+        )
+    } else {
+        return Ok(());
+    };
+    Err(LabError::InvalidName {
+        what: "namespace name",
+        value: name.to_owned(),
+        reason,
+    })
+}
+
 /// How long [`Netns::tcp_connect`] waits for the handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A named network namespace of a [`Lab`](crate::Lab): its name and an open handle to it.
+/// A named network namespace: one of a [`Lab`](crate::Lab)'s, or an existing one opened with
+/// [`Netns::open`]. It holds the name and an open handle.
 ///
 /// The handle (an fd on `/run/netns/<name>`) is what [`Netns::enter`] passes to `setns(2)`.
 /// Sockets are bound to the namespace they were *created* in, for their whole life, so the
@@ -32,11 +64,44 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Opens the handle of a namespace created with `ip netns add NAME`.
-    pub(crate) fn open(name: &str) -> Result<Self, LabError> {
+    /// Opens an existing named namespace, one that `ip netns add NAME` created (it is the bind
+    /// mount `/run/netns/NAME`).
+    ///
+    /// The namespace is **not owned**: dropping the `Netns` only closes its handle, and the
+    /// testkit never deletes it (not on drop, not in the stale sweep, which only deletes
+    /// namespaces of its own naming scheme whose creating process is gone). Everything else
+    /// works as for a lab's namespaces: [`enter`](Self::enter), [`run`](Self::run), the socket
+    /// helpers and [`ip`](Self::ip).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // e.g. after `ip netns add blue` and some setup of your own
+    /// let blue = deadpeer_testkit::Netns::open("blue")?;
+    /// let listener = blue.tcp_listener("127.0.0.1:7000".parse()?)?;
+    /// # drop(listener);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`LabError::InvalidName`] for a name `ip netns` would refuse: empty, longer than 255
+    ///   bytes (`NAME_MAX`), `.` or `..`, or holding a `/` or a NUL;
+    /// - [`LabError::Io`] when `/run/netns/NAME` cannot be opened, e.g. it does not exist (the
+    ///   message says to check `ip netns list`) or the process is not root.
+    pub fn open(name: &str) -> Result<Self, LabError> {
+        validate_name(name)?;
         let path = PathBuf::from(NETNS_DIR).join(name);
-        let file = File::open(&path)
-            .map_err(|e| LabError::io(format!("opening {}", path.display()), e))?;
+        let file = File::open(&path).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::NotFound {
+                format!(
+                    " (no namespace {name:?}: `ip netns list` shows the existing ones, \
+                     `ip netns add {name}` creates it)"
+                )
+            } else {
+                String::new()
+            };
+            LabError::io(format!("opening {}{hint}", path.display()), e)
+        })?;
         Ok(Netns {
             name: name.to_owned(),
             file,
@@ -111,7 +176,8 @@ impl Netns {
     /// ```no_run
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let lab = deadpeer_testkit::Lab::new()?;
-    /// let routes = lab.client().run(|| std::fs::read_to_string("/proc/net/route"))??;
+    /// // /proc/thread-self/net, not /proc/net: that one shows the main thread's namespace.
+    /// let routes = lab.client().run(|| std::fs::read_to_string("/proc/thread-self/net/route"))??;
     /// assert!(routes.contains("00000000")); // the client's default route via the router
     /// # Ok(()) }
     /// ```

@@ -26,7 +26,7 @@ fn names(lab: &Lab) -> Vec<String> {
 
 #[test]
 fn drop_deletes_every_namespace() {
-    let Some(lab) = lab_or_skip("drop_deletes_every_namespace") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let names = names(&lab);
@@ -49,7 +49,7 @@ fn drop_deletes_every_namespace() {
 
 #[test]
 fn panic_unwinding_deletes_every_namespace() {
-    if lab_or_skip("panic_unwinding_deletes_every_namespace").is_none() {
+    if lab_or_skip!().is_none() {
         return;
     }
     let original = fs::read_link("/proc/thread-self/ns/net").unwrap();
@@ -80,7 +80,7 @@ fn panic_unwinding_deletes_every_namespace() {
 
 #[test]
 fn guard_and_run_restore_the_calling_thread() {
-    let Some(lab) = lab_or_skip("guard_and_run_restore_the_calling_thread") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let here = || fs::read_link("/proc/thread-self/ns/net").unwrap();
@@ -122,7 +122,7 @@ fn guard_and_run_restore_the_calling_thread() {
 
 #[test]
 fn stale_namespaces_of_dead_processes_are_swept() {
-    let Some(_lab) = lab_or_skip("stale_namespaces_of_dead_processes_are_swept") else {
+    let Some(_lab) = lab_or_skip!() else {
         return;
     };
     // No pid exceeds 2^22 (the maximum pid_max), so this creator is certainly gone.
@@ -155,7 +155,7 @@ fn stale_namespaces_of_dead_processes_are_swept() {
 
 #[test]
 fn host_namespace_is_untouched() {
-    let Some(probe) = lab_or_skip("host_namespace_is_untouched") else {
+    let Some(probe) = lab_or_skip!() else {
         return;
     };
     drop(probe);
@@ -169,9 +169,18 @@ fn host_namespace_is_untouched() {
                 .lines()
                 .map(|l| l.split(':').nth(1).unwrap().trim().to_owned())
                 .collect::<Vec<_>>(),
-            run(&["route", "show", "table", "all"]),
-            run(&["rule", "show"]),
-            fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            [
+                run(&["-4", "route", "show", "table", "all"]),
+                run(&["-6", "route", "show", "table", "all"]),
+                run(&["-4", "rule", "show"]),
+                run(&["-6", "rule", "show"]),
+            ],
+            [
+                "/proc/sys/net/ipv4/ip_forward",
+                "/proc/sys/net/ipv6/conf/all/forwarding",
+                "/proc/sys/net/ipv6/conf/default/accept_dad",
+            ]
+            .map(|f| fs::read_to_string(f).unwrap()),
         )
     };
     let before = snapshot();
@@ -179,6 +188,8 @@ fn host_namespace_is_untouched() {
     lab.blackhole().unwrap();
     lab.unreachable().unwrap();
     lab.cut_link().unwrap();
+    lab.reject(deadpeer_testkit::Reject::AdminProhibited)
+        .unwrap();
     assert_eq!(snapshot(), before, "a lab changed the host namespace");
     lab.heal().unwrap();
     drop(lab);
@@ -194,12 +205,15 @@ fn unprivileged_child() {
     let err = Lab::new().expect_err("no capabilities, yet a lab was created");
     println!("LAB_NEW_ERROR={err}");
     println!("IS_SKIP={}", err.is_skip());
-    assert!(lab_or_skip("unprivileged_child").is_none());
+    assert!(lab_or_skip!().is_none());
+    // Bad input is reported as such, whatever the privileges, before anything is tried.
+    let bad = Lab::builder().prefix("no spaces").build().unwrap_err();
+    println!("INVALID_PREFIX={}", bad.is_invalid_name());
 }
 
 #[test]
 fn unprivileged_lab_new_explains_what_is_missing() {
-    if lab_or_skip("unprivileged_lab_new_explains_what_is_missing").is_none() {
+    if lab_or_skip!().is_none() {
         return;
     }
     // Re-run this test binary with every capability dropped (still uid 0).
@@ -237,6 +251,7 @@ fn unprivileged_lab_new_explains_what_is_missing() {
         "{stdout}"
     );
     assert!(stdout.contains("IS_SKIP=true"), "{stdout}");
+    assert!(stdout.contains("INVALID_PREFIX=true"), "{stdout}");
     let skips: Vec<_> = stderr
         .lines()
         .filter(|l| l.starts_with("skipped "))
@@ -289,7 +304,7 @@ fn own_namespaces(pid: u32) -> Vec<String> {
 
 #[test]
 fn half_built_lab_is_cleaned_up() {
-    if lab_or_skip("half_built_lab_is_cleaned_up").is_none() {
+    if lab_or_skip!().is_none() {
         return;
     }
     // A wrapper `ip` that fails when asked to create a veth, after the namespaces exist.
@@ -357,7 +372,7 @@ fn half_built_lab_is_cleaned_up() {
 /// lives in the namespace and runs its own runtime there.
 #[test]
 fn a_thread_can_live_in_a_namespace() {
-    let Some(lab) = lab_or_skip("a_thread_can_live_in_a_namespace") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let lab = Arc::new(lab);
