@@ -68,7 +68,7 @@ async fn record_addr(State(seen): State<Seen>, request: Request, next: Next) -> 
 
 #[tokio::test(flavor = "current_thread")]
 async fn connect_info_socket_addr_and_liveness_together() {
-    let Some(lab) = lab_or_skip("connect_info_socket_addr_and_liveness_together") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = deadpeer_testkit::events::capture();

@@ -23,7 +23,7 @@ use tower_service::Service;
 
 #[tokio::test(flavor = "current_thread")]
 async fn healthy_idle_clients_see_no_event_for_ten_seconds() {
-    let Some(lab) = lab_or_skip("healthy_idle_clients_see_no_event_for_ten_seconds") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();

@@ -53,7 +53,7 @@ fn ms(v: &Value) -> i64 {
 
 #[test]
 fn audit_verdicts_match_the_kernel_and_ss() {
-    let Some(lab) = lab_or_skip("audit_verdicts_match_the_kernel_and_ss") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let scene = Scene::build(lab);

@@ -415,9 +415,7 @@ fn closed_stdout_does_not_panic() {
 #[test]
 fn kernel_set_writes_inside_a_throwaway_netns_only() {
     let host_before = proc_values();
-    let Some(lab) =
-        deadpeer_testkit::lab_or_skip("kernel_set_writes_inside_a_throwaway_netns_only")
-    else {
+    let Some(lab) = deadpeer_testkit::lab_or_skip!() else {
         return;
     };
     let ns = lab.server();

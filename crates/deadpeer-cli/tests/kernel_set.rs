@@ -62,7 +62,7 @@ fn ns_write(ns: &Netns, file: &str, value: &str) {
 #[test]
 fn kernel_set_persist_writes_a_sysctl_d_file_atomically() {
     let host_before = proc_values();
-    let Some(lab) = lab_or_skip("kernel_set_persist_writes_a_sysctl_d_file_atomically") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let ns = lab.server();
@@ -192,7 +192,7 @@ fn kernel_set_persist_writes_a_sysctl_d_file_atomically() {
 #[test]
 fn kernel_set_repairs_out_of_range_values() {
     let host_before = proc_values();
-    let Some(lab) = lab_or_skip("kernel_set_repairs_out_of_range_values") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let ns = lab.server();

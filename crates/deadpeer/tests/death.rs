@@ -23,9 +23,7 @@ async fn read_err(stream: &mut KeepaliveStream, limit: Duration) -> io::Error {
 
 #[tokio::test(flavor = "current_thread")]
 async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_once() {
-    let Some(lab) =
-        lab_or_skip("blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_once")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -35,9 +33,9 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
     let start = Instant::now();
     lab.blackhole().unwrap();
 
-    let err = read_err(&mut client, deadline(&p) + Duration::from_secs(2)).await;
+    let err = read_err(&mut client, deadline(p) + Duration::from_secs(2)).await;
     let elapsed = start.elapsed();
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
     assert!(
         elapsed >= Duration::from_secs(3),
         "probes take 3 s: {elapsed:?}"
@@ -53,7 +51,7 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
     assert_eq!(dead.local_addr().map(|a| a.ip()), Some(lab.client_addr()));
     let idle = dead.idle_for().expect("TCP_INFO on Linux");
     assert!(
-        idle >= Duration::from_secs(3) && idle <= deadline(&p),
+        idle >= Duration::from_secs(3) && idle <= deadline(p),
         "idle_for {idle:?}"
     );
 
@@ -67,7 +65,7 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
 
 #[tokio::test(flavor = "current_thread")]
 async fn unacked_data_with_auto_user_timeout_is_retransmit_timeout() {
-    let Some(lab) = lab_or_skip("unacked_data_with_auto_user_timeout_is_retransmit_timeout") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -79,8 +77,8 @@ async fn unacked_data_with_auto_user_timeout_is_retransmit_timeout() {
     let start = Instant::now();
     client.write_all(&[7u8; 1000]).await.unwrap();
 
-    let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(3)).await;
-    assert_within_bound(start.elapsed(), &p);
+    let dead = wait_dead(&liveness, deadline(p) + Duration::from_secs(3)).await;
+    assert_within_bound(start.elapsed(), p);
     assert_cause(&dead, Cause::RetransmitTimeout, libc::ETIMEDOUT);
     assert_latched_everywhere(&mut client, &liveness, &dead).await;
     assert_one_event(&events, &dead);
@@ -88,7 +86,7 @@ async fn unacked_data_with_auto_user_timeout_is_retransmit_timeout() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn forgotten_connection_is_reset_at_the_first_probe() {
-    let Some(lab) = lab_or_skip("forgotten_connection_is_reset_at_the_first_probe") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -98,7 +96,7 @@ async fn forgotten_connection_is_reset_at_the_first_probe() {
     let start = Instant::now();
     lab.forget(server.into_std().unwrap()).unwrap();
 
-    let err = read_err(&mut client, deadline(&p) + Duration::from_secs(2)).await;
+    let err = read_err(&mut client, deadline(p) + Duration::from_secs(2)).await;
     let dead = DeadPeer::from_io(&err).expect("a DeadPeer").clone();
     assert_cause(&dead, Cause::Reset, libc::ECONNRESET);
     assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
@@ -113,33 +111,33 @@ async fn forgotten_connection_is_reset_at_the_first_probe() {
 /// peer after 3 s, but with a 6 s user timeout only after 6 s, and `detection_bound` says so.
 #[tokio::test(flavor = "current_thread")]
 async fn fixed_user_timeout_above_the_probe_bound_is_the_bound() {
-    let Some(lab) = lab_or_skip("fixed_user_timeout_above_the_probe_bound_is_the_bound") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 2)
         .with_user_timeout(UserTimeout::Fixed(Duration::from_secs(6)))
         .unwrap();
     assert_eq!(p.detection_bound(), Duration::from_secs(6));
-    fixed_user_timeout(&lab, 7104, &p).await;
+    fixed_user_timeout(&lab, 7104, p).await;
 }
 
 /// A fixed user timeout below the probe bound cuts it short: `2/2/10` would take 22 s, but a 3 s
 /// user timeout ends it at the first probe tick past 3 s, 4 s.
 #[tokio::test(flavor = "current_thread")]
 async fn fixed_user_timeout_below_the_probe_bound_is_the_bound() {
-    let Some(lab) = lab_or_skip("fixed_user_timeout_below_the_probe_bound_is_the_bound") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(2, 2, 10)
         .with_user_timeout(UserTimeout::Fixed(Duration::from_secs(3)))
         .unwrap();
     assert_eq!(p.detection_bound(), Duration::from_secs(4));
-    fixed_user_timeout(&lab, 7105, &p).await;
+    fixed_user_timeout(&lab, 7105, p).await;
 }
 
-async fn fixed_user_timeout(lab: &deadpeer_testkit::Lab, port: u16, p: &KeepalivePolicy) {
+async fn fixed_user_timeout(lab: &deadpeer_testkit::Lab, port: u16, p: KeepalivePolicy) {
     let (events, _guard) = capture();
-    let (mut client, _server) = client_pair(lab, port, p).await;
+    let (mut client, _server) = client_pair(lab, port, &p).await;
     let liveness = client.liveness();
     let start = Instant::now();
     lab.blackhole().unwrap();
@@ -161,7 +159,7 @@ async fn fixed_user_timeout(lab: &deadpeer_testkit::Lab, port: u16, p: &Keepaliv
 /// every zero-window probe, and the user timeout ends the connection as `Stalled`.
 #[tokio::test(flavor = "current_thread")]
 async fn a_peer_that_stops_reading_is_stalled_not_dead() {
-    let Some(lab) = lab_or_skip("a_peer_that_stops_reading_is_stalled_not_dead") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -173,8 +171,7 @@ async fn a_peer_that_stops_reading_is_stalled_not_dead() {
     // gives up at the user timeout.
     let chunk = vec![0x55u8; 64 * 1024];
     let err = loop {
-        match tokio::time::timeout(deadline(&p) + Duration::from_secs(3), client.write(&chunk))
-            .await
+        match tokio::time::timeout(deadline(p) + Duration::from_secs(3), client.write(&chunk)).await
         {
             Ok(Ok(_)) => continue,
             Ok(Err(e)) => break e,
@@ -190,14 +187,14 @@ async fn a_peer_that_stops_reading_is_stalled_not_dead() {
         elapsed >= user_timeout,
         "{elapsed:?} before the user timeout"
     );
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
     assert_latched_everywhere(&mut client, &liveness, &dead).await;
     assert_one_event(&events, &dead);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn fin_is_a_plain_eof_and_never_a_death() {
-    let Some(lab) = lab_or_skip("fin_is_a_plain_eof_and_never_a_death") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -215,7 +212,7 @@ async fn fin_is_a_plain_eof_and_never_a_death() {
     assert_eq!(client.read(&mut buf).await.unwrap(), 0, "EOF again");
     assert!(client.dead_peer().is_none());
     // Nothing dies afterwards either, not even over the whole bound.
-    let wait = tokio::time::timeout(deadline(&p), liveness.dead()).await;
+    let wait = tokio::time::timeout(deadline(p), liveness.dead()).await;
     assert!(wait.is_err(), "a FIN was reported as a death: {wait:?}");
     assert!(events.with_message("dead peer detected").is_empty());
     // Our own shutdown completes the close: still no death, and dead() ends on drop.

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "current_thread")]
 async fn fin_then_reset_is_reset_for_a_watcher() {
-    let Some(lab) = lab_or_skip("fin_then_reset_is_reset_for_a_watcher") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -35,7 +35,7 @@ async fn fin_then_reset_is_reset_for_a_watcher() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn fin_then_forget_is_reset_for_the_stream_alone() {
-    let Some(lab) = lab_or_skip("fin_then_forget_is_reset_for_the_stream_alone") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -71,7 +71,7 @@ async fn fin_then_forget_is_reset_for_the_stream_alone() {
 /// and passes through as it is.
 #[tokio::test(flavor = "current_thread")]
 async fn epipe_after_our_own_shutdown_is_not_a_death() {
-    let Some(lab) = lab_or_skip("epipe_after_our_own_shutdown_is_not_a_death") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();

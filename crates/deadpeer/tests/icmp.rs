@@ -34,59 +34,41 @@ async fn unacked_into(
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_port_unreachable_is_refused() {
-    let Some(lab) = lab_or_skip("icmp_port_unreachable_is_refused") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
     let reject = |lab: &Lab| lab.reject(Reject::PortUnreachable).unwrap();
-    let (dead, elapsed) = unacked_into(
-        &lab,
-        7201,
-        &p,
-        reject,
-        deadline(&p) + Duration::from_secs(3),
-    )
-    .await;
+    let (dead, elapsed) =
+        unacked_into(&lab, 7201, &p, reject, deadline(p) + Duration::from_secs(3)).await;
     assert_cause(&dead, Cause::Refused, libc::ECONNREFUSED);
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_protocol_unreachable_is_refused() {
-    let Some(lab) = lab_or_skip("icmp_protocol_unreachable_is_refused") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
     let reject = |lab: &Lab| lab.reject(Reject::ProtocolUnreachable).unwrap();
-    let (dead, elapsed) = unacked_into(
-        &lab,
-        7202,
-        &p,
-        reject,
-        deadline(&p) + Duration::from_secs(3),
-    )
-    .await;
+    let (dead, elapsed) =
+        unacked_into(&lab, 7202, &p, reject, deadline(p) + Duration::from_secs(3)).await;
     assert_cause(&dead, Cause::Refused, libc::ENOPROTOOPT);
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_admin_prohibited_is_unreachable() {
-    let Some(lab) = lab_or_skip("icmp_admin_prohibited_is_unreachable") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
     let reject = |lab: &Lab| lab.reject(Reject::AdminProhibited).unwrap();
-    let (dead, elapsed) = unacked_into(
-        &lab,
-        7203,
-        &p,
-        reject,
-        deadline(&p) + Duration::from_secs(3),
-    )
-    .await;
+    let (dead, elapsed) =
+        unacked_into(&lab, 7203, &p, reject, deadline(p) + Duration::from_secs(3)).await;
     assert_cause(&dead, Cause::Unreachable, libc::EHOSTUNREACH);
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
 }
 
 /// ICMP host unreachable (an `unreachable` route on the router) makes Linux revert its
@@ -95,8 +77,7 @@ async fn icmp_admin_prohibited_is_unreachable() {
 /// allows exactly that, with the RTO the kernel reached, read from `TCP_INFO` after the death.
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_host_unreachable_is_unreachable_within_one_rto_of_the_bound() {
-    let Some(lab) = lab_or_skip("icmp_host_unreachable_is_unreachable_within_one_rto_of_the_bound")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -106,12 +87,12 @@ async fn icmp_host_unreachable_is_unreachable_within_one_rto_of_the_bound() {
     lab.unreachable().unwrap();
     let start = Instant::now();
     client.write_all(&[7u8; 1000]).await.unwrap();
-    let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(5)).await;
+    let dead = wait_dead(&liveness, deadline(p) + Duration::from_secs(5)).await;
     let elapsed = start.elapsed();
     assert_cause(&dead, Cause::Unreachable, libc::EHOSTUNREACH);
     let rto = deadpeer::tcp_info(&client).unwrap().rto;
     assert!(
-        elapsed <= deadline(&p) + rto,
+        elapsed <= deadline(p) + rto,
         "died after {elapsed:?}: bound {:?} + slack {:?} + RTO {rto:?}",
         p.detection_bound(),
         p.timer_slack()
@@ -124,8 +105,7 @@ async fn icmp_host_unreachable_is_unreachable_within_one_rto_of_the_bound() {
 /// connection gets the cause, not an EOF.
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_port_unreachable_reaches_a_pending_read_without_liveness() {
-    let Some(lab) = lab_or_skip("icmp_port_unreachable_reaches_a_pending_read_without_liveness")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -136,13 +116,13 @@ async fn icmp_port_unreachable_reaches_a_pending_read_without_liveness() {
     client.write_all(&[7u8; 1000]).await.unwrap();
     let mut buf = [0u8; 16];
     let err = tokio::time::timeout(
-        deadline(&p) + Duration::from_secs(3),
+        deadline(p) + Duration::from_secs(3),
         tokio::io::AsyncReadExt::read(&mut client, &mut buf),
     )
     .await
     .expect("the read was not released")
     .expect_err("a death, not data or EOF");
-    assert_within_bound(start.elapsed(), &p);
+    assert_within_bound(start.elapsed(), p);
     let dead = deadpeer::DeadPeer::from_io(&err)
         .expect("a DeadPeer")
         .clone();

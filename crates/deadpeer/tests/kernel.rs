@@ -25,7 +25,7 @@ fn read_matches_procfs() {
 
 #[test]
 fn write_changes_only_the_private_namespace() {
-    let Some(lab) = lab_or_skip("write_changes_only_the_private_namespace") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let host_before = SystemKeepalive::read().unwrap();

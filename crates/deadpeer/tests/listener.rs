@@ -13,9 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "current_thread")]
 async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_accept() {
-    let Some(lab) =
-        lab_or_skip("inherited_policy_catches_a_blackholed_client_without_setsockopt_per_accept")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -56,8 +54,8 @@ async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_acc
     let start = Instant::now();
     lab.blackhole().unwrap();
 
-    let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(3)).await;
-    assert_within_bound(start.elapsed(), &p);
+    let dead = wait_dead(&liveness, deadline(p) + Duration::from_secs(3)).await;
+    assert_within_bound(start.elapsed(), p);
     assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
     assert_eq!(dead.peer_addr(), Some(peer));
     assert_eq!(dead.local_addr(), Some(addr));

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "current_thread")]
 async fn dead_resolves_with_no_read_or_write_pending() {
-    let Some(lab) = lab_or_skip("dead_resolves_with_no_read_or_write_pending") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -31,9 +31,9 @@ async fn dead_resolves_with_no_read_or_write_pending() {
     let start = Instant::now();
     lab.blackhole().unwrap();
     // Nothing reads or writes `client` while we wait.
-    let dead = wait_dead(&liveness, deadline(&p) + Duration::from_secs(3)).await;
+    let dead = wait_dead(&liveness, deadline(p) + Duration::from_secs(3)).await;
     let elapsed = start.elapsed();
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
     assert!(elapsed >= Duration::from_secs(3), "{elapsed:?}");
     assert_cause(&dead, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
 
@@ -51,8 +51,7 @@ async fn dead_resolves_with_no_read_or_write_pending() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn healthy_idle_connection_lives_ten_seconds_without_an_event() {
-    let Some(lab) = lab_or_skip("healthy_idle_connection_lives_ten_seconds_without_an_event")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = capture();
@@ -184,7 +183,7 @@ async fn a_reused_descriptor_reports_to_its_new_owner_only() {
 /// Any executor: a thread that parks between polls sees the death, with no Tokio context.
 #[test]
 fn dead_resolves_under_a_plain_thread_executor() {
-    let Some(lab) = lab_or_skip("dead_resolves_under_a_plain_thread_executor") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -198,7 +197,7 @@ fn dead_resolves_under_a_plain_thread_executor() {
     lab.blackhole().unwrap();
     // No runtime on this thread: park until woken.
     let dead = block_on(liveness.dead()).expect("a death");
-    assert_within_bound(start.elapsed(), &p);
+    assert_within_bound(start.elapsed(), p);
     assert_cause(&dead, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
     assert!(DeadPeer::from_io(&std::io::Error::from(dead)).is_some());
     drop(client);

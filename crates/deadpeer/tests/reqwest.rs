@@ -174,9 +174,7 @@ fn options_on_the_connection(lab: &Lab, server: SocketAddr) -> SocketKeepalive {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_policy_lands_on_reqwest_sockets_every_value_read_back_from_the_kernel() {
-    let Some(lab) =
-        lab_or_skip("the_policy_lands_on_reqwest_sockets_every_value_read_back_from_the_kernel")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let auto = policy(1, 1, 3);
@@ -256,9 +254,7 @@ async fn the_policy_lands_on_reqwest_sockets_every_value_read_back_from_the_kern
 /// there, it fails within the bound, and `PeerDeath` types it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_in_flight_to_a_blackholed_server_fails_within_the_bound() {
-    let Some(lab) =
-        lab_or_skip("a_request_in_flight_to_a_blackholed_server_fails_within_the_bound")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -271,7 +267,7 @@ async fn a_request_in_flight_to_a_blackholed_server_fails_within_the_bound() {
     let _held = server.next_held().await;
     let start = Instant::now();
     lab.blackhole().unwrap();
-    let err = match tokio::time::timeout(deadline(&p) + Duration::from_secs(2), request).await {
+    let err = match tokio::time::timeout(deadline(p) + Duration::from_secs(2), request).await {
         Ok(Ok(Err(err))) => err,
         Ok(Ok(Ok(response))) => panic!("answered: {}", response.status()),
         Ok(Err(join)) => panic!("{join}"),
@@ -282,7 +278,7 @@ async fn a_request_in_flight_to_a_blackholed_server_fails_within_the_bound() {
         "request failed after {elapsed:?} (bound {:?}): {err:?}",
         p.detection_bound()
     );
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
     assert!(
         elapsed >= Duration::from_secs(3),
         "before the probes: {elapsed:?}"
@@ -310,8 +306,7 @@ async fn a_request_in_flight_to_a_blackholed_server_fails_within_the_bound() {
 /// blackholed; reading the next chunk fails within the bound, typed the same way.
 #[tokio::test(flavor = "current_thread")]
 async fn a_streaming_body_from_a_blackholed_server_fails_within_the_bound() {
-    let Some(lab) = lab_or_skip("a_streaming_body_from_a_blackholed_server_fails_within_the_bound")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -325,7 +320,7 @@ async fn a_streaming_body_from_a_blackholed_server_fails_within_the_bound() {
     assert_eq!(&first[..], b"tick");
     let start = Instant::now();
     lab.blackhole().unwrap();
-    let next = tokio::time::timeout(deadline(&p) + Duration::from_secs(2), response.chunk());
+    let next = tokio::time::timeout(deadline(p) + Duration::from_secs(2), response.chunk());
     let err = match next.await {
         Ok(Err(err)) => err,
         Ok(Ok(chunk)) => panic!("read {chunk:?} from a blackholed server"),
@@ -336,7 +331,7 @@ async fn a_streaming_body_from_a_blackholed_server_fails_within_the_bound() {
         "body read failed after {elapsed:?} (bound {:?}): {err:?}",
         p.detection_bound()
     );
-    assert_within_bound(elapsed, &p);
+    assert_within_bound(elapsed, p);
     assert!(
         elapsed >= Duration::from_secs(3),
         "before the probes: {elapsed:?}"
@@ -351,7 +346,7 @@ async fn a_streaming_body_from_a_blackholed_server_fails_within_the_bound() {
 /// request fails with `Cause::Reset`, one idle time after the last exchange.
 #[tokio::test(flavor = "current_thread")]
 async fn a_forgotten_connection_fails_the_request_as_a_reset() {
-    let Some(lab) = lab_or_skip("a_forgotten_connection_fails_the_request_as_a_reset") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -363,7 +358,7 @@ async fn a_forgotten_connection_fails_the_request_as_a_reset() {
     let held = server.next_held().await;
     let start = Instant::now();
     lab.forget(held.into_std().unwrap()).unwrap();
-    let err = match tokio::time::timeout(deadline(&p) + Duration::from_secs(2), request).await {
+    let err = match tokio::time::timeout(deadline(p) + Duration::from_secs(2), request).await {
         Ok(Ok(Err(err))) => err,
         other => panic!("no error: {other:?}"),
     };
@@ -381,9 +376,7 @@ async fn a_forgotten_connection_fails_the_request_as_a_reset() {
 /// server is reachable again, opens a new connection and succeeds.
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_pooled_connection_that_died_is_replaced_by_the_next_request() {
-    let Some(lab) =
-        lab_or_skip("an_idle_pooled_connection_that_died_is_replaced_by_the_next_request")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -393,7 +386,7 @@ async fn an_idle_pooled_connection_that_died_is_replaced_by_the_next_request() {
     assert_eq!(reqwest_sockets(&lab, server.addr).len(), 1);
 
     lab.blackhole().unwrap();
-    tokio::time::sleep(deadline(&p)).await;
+    tokio::time::sleep(deadline(p)).await;
     assert!(
         reqwest_sockets(&lab, server.addr).is_empty(),
         "the idle connection outlived the bound"
@@ -408,9 +401,7 @@ async fn an_idle_pooled_connection_that_died_is_replaced_by_the_next_request() {
 /// 3 probes, 30 s user timeout) is still pending at the policy's deadline.
 #[tokio::test(flavor = "current_thread")]
 async fn under_reqwest_defaults_the_same_request_is_still_pending_at_the_bound() {
-    let Some(lab) =
-        lab_or_skip("under_reqwest_defaults_the_same_request_is_still_pending_at_the_bound")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -419,7 +410,7 @@ async fn under_reqwest_defaults_the_same_request_is_still_pending_at_the_bound()
     let client = client(reqwest::Client::builder(), &server).await;
     let defaults = options_on_the_connection(&lab, server.addr);
     assert!(!defaults.matches(p), "{defaults:?}");
-    assert!(defaults.detection_bound() > deadline(&p), "{defaults:?}");
+    assert!(defaults.detection_bound() > deadline(p), "{defaults:?}");
 
     let request = client.get(server.url("/hold")).send();
     tokio::pin!(request);
@@ -430,7 +421,7 @@ async fn under_reqwest_defaults_the_same_request_is_still_pending_at_the_bound()
     };
     let start = Instant::now();
     lab.blackhole().unwrap();
-    let outcome = tokio::time::timeout(deadline(&p), &mut request).await;
+    let outcome = tokio::time::timeout(deadline(p), &mut request).await;
     assert!(
         outcome.is_err(),
         "without the policy the request ended after {:?}: {outcome:?}",

@@ -15,25 +15,8 @@ use tokio::net::TcpStream;
 
 pub use deadpeer_testkit::events::capture;
 
-/// From the kernel's verdict to the test's task running: the reaper thread's wake-up, the
-/// runtime's. Not a property of the kernel; kept small.
-pub const WAKE: Duration = Duration::from_millis(100);
-
-/// The latest a death may be seen under `p`: its bound, the kernel's timer slack, and [`WAKE`].
-pub fn deadline(p: &KeepalivePolicy) -> Duration {
-    p.detection_bound() + p.timer_slack() + WAKE
-}
-
-/// Asserts `elapsed` is within [`deadline`] of `p`.
-#[track_caller]
-pub fn assert_within_bound(elapsed: Duration, p: &KeepalivePolicy) {
-    assert!(
-        elapsed <= deadline(p),
-        "died after {elapsed:?}: bound {:?} + timer slack {:?} + wake-up {WAKE:?}",
-        p.detection_bound(),
-        p.timer_slack()
-    );
-}
+#[allow(unused_imports)]
+pub use deadpeer_testkit::{WAKE, assert_within_bound, deadline};
 
 /// A policy from idle/interval/probes in seconds, user timeout auto.
 pub fn policy(idle: u64, interval: u64, probes: u32) -> KeepalivePolicy {
