@@ -1,5 +1,6 @@
-//! axum 0.8 (feature `axum`): [`KeepaliveListener`] as an `axum::serve::Listener`, and
-//! [`Liveness`] as connect info, alone or next to the peer's `SocketAddr` ([`RouterExt`]).
+//! axum 0.8 (feature `axum`): [`KeepaliveListener`] (and, feature `rustls`,
+//! [`TlsListener`](crate::tls::TlsListener)) as an `axum::serve::Listener`, and [`Liveness`] as
+//! connect info, alone or next to the peer's `SocketAddr` ([`RouterExt`]).
 
 use std::convert::Infallible;
 use std::io;
@@ -37,7 +38,8 @@ impl Listener for KeepaliveListener {
 }
 
 /// Handlers get their connection's [`Liveness`] with `ConnectInfo<Liveness>`, after
-/// `axum::serve(listener, app.into_make_service_with_connect_info::<Liveness>())`.
+/// `axum::serve(listener, app.into_make_service_with_connect_info::<Liveness>())`, for a
+/// [`KeepaliveListener`] or (feature `rustls`) a [`TlsListener`](crate::tls::TlsListener).
 ///
 /// ```
 /// use axum::{Router, extract::ConnectInfo, routing::get};
@@ -59,9 +61,40 @@ impl Connected<IncomingStream<'_, KeepaliveListener>> for Liveness {
     }
 }
 
+/// As for [`KeepaliveListener`]: `ConnectInfo<Liveness>` over TLS (feature `rustls`).
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Liveness {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        stream.io().get_ref().0.liveness()
+    }
+}
+
+/// A connection an axum listener of deadpeer's accepts, whose [`Liveness`] it can give: a
+/// [`KeepaliveStream`] ([`KeepaliveListener`]) or, with the `rustls` feature, a
+/// [`tls::TlsStream`](crate::tls::TlsStream) ([`TlsListener`](crate::tls::TlsListener)). Sealed.
+pub trait LivenessIo: sealed::SealedIo {
+    /// The connection's [`Liveness`]; the first call starts watching it.
+    fn liveness(&self) -> Liveness;
+}
+
+impl LivenessIo for KeepaliveStream {
+    fn liveness(&self) -> Liveness {
+        KeepaliveStream::liveness(self)
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl LivenessIo for crate::tls::TlsStream {
+    fn liveness(&self) -> Liveness {
+        self.get_ref().0.liveness()
+    }
+}
+
 /// Serving an axum app so that handlers and middleware get **both** `ConnectInfo<SocketAddr>`
 /// (for rate limiters, client-IP logging, anything that reads it from the request extensions)
-/// and `ConnectInfo<Liveness>`. Implemented for `axum::Router`.
+/// and `ConnectInfo<Liveness>`. Implemented for `axum::Router`; served from a
+/// [`KeepaliveListener`] or (feature `rustls`) a [`TlsListener`](crate::tls::TlsListener).
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -100,6 +133,11 @@ impl<S: Clone + Send + Sync + 'static> RouterExt for axum::Router<S> {
 mod sealed {
     pub trait Sealed {}
     impl<S> Sealed for axum::Router<S> {}
+
+    pub trait SealedIo {}
+    impl SealedIo for crate::KeepaliveStream {}
+    #[cfg(feature = "rustls")]
+    impl SealedIo for crate::tls::TlsStream {}
 }
 
 /// The make-service of [`RouterExt::into_make_service_with_liveness`].
@@ -108,8 +146,11 @@ pub struct IntoMakeServiceWithLiveness<A> {
     app: A,
 }
 
-impl<'a, A: Clone> Service<IncomingStream<'a, KeepaliveListener>>
-    for IntoMakeServiceWithLiveness<A>
+impl<'a, L, A> Service<IncomingStream<'a, L>> for IntoMakeServiceWithLiveness<A>
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: LivenessIo,
+    A: Clone,
 {
     type Response = AddConnectInfo<A>;
     type Error = Infallible;
@@ -119,7 +160,7 @@ impl<'a, A: Clone> Service<IncomingStream<'a, KeepaliveListener>>
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, stream: IncomingStream<'a, KeepaliveListener>) -> Self::Future {
+    fn call(&mut self, stream: IncomingStream<'a, L>) -> Self::Future {
         std::future::ready(Ok(AddConnectInfo {
             inner: self.app.clone(),
             addr: *stream.remote_addr(),

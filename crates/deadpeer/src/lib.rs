@@ -12,7 +12,10 @@
 //! | a tokio accept loop | [`KeepaliveListener`] instead of `TcpListener`; [`KeepaliveStream::liveness`] in handlers that do not read |
 //! | an outgoing connection | [`connect`] instead of `TcpStream::connect` |
 //! | axum | `axum::serve(KeepaliveListener, app.into_make_service_with_liveness())` (`axum::RouterExt`) |
-//! | a hyper-util or tonic client | `layer::KeepaliveLayer` around the connector |
+//! | axum over TLS | `KeepaliveListener::bind(..).await?.tls(config)` (`tls::TlsListener`) |
+//! | a hyper-util client | `layer::KeepaliveLayer` around the connector (under hyper-rustls's for TLS) |
+//! | a tonic client | `endpoint.connect_with_keepalive(policy)` (`tonic::EndpointExt`) |
+//! | a tonic server | `listener.incoming()`, with `incoming.liveness_layer()` for handlers' `Liveness` |
 //! | a per-connection tower service | `layer::ReapLayer` |
 //! | reqwest | `reqwest::ClientBuilderExt::tcp_keepalive_policy` |
 //! | any socket | [`apply`], [`inspect`], [`tcp_info`] |
@@ -30,7 +33,8 @@
 //! | `tracing` | yes | the events (target `deadpeer`; no subscriber is installed) |
 //! | `axum` | no | `axum::serve::Listener` for `KeepaliveListener`; `Liveness` as connect info; `axum::RouterExt` |
 //! | `hyper` | no | `layer::KeepaliveLayer` over hyper-util's `HttpConnector` (`TokioIo<KeepaliveStream>`), hyper-util's `Connection` for `KeepaliveStream` |
-//! | `tonic` | no | tonic's `Connected` for `KeepaliveStream`, `KeepaliveListener::incoming` for `serve_with_incoming` |
+//! | `tonic` | no | tonic's `Connected` for `KeepaliveStream`, `KeepaliveListener::incoming` for `serve_with_incoming`, `tonic::LivenessLayer` (handlers get their connection's `Liveness`), `tonic::EndpointExt` (channels under a policy, tonic's own connector settings kept) |
+//! | `rustls` | no | `tls::TlsListener`: TLS (tokio-rustls) over a `KeepaliveListener`, an `axum::serve::Listener` with `axum`; no crypto provider chosen |
 //! | `serde` | no | `Serialize`/`Deserialize` for `KeepalivePolicy` and `UserTimeout` |
 //! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy`, `reqwest::PeerDeath` |
 //!
@@ -81,8 +85,13 @@ pub use stream::{KeepaliveStream, connect};
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[path = "axum_impl.rs"]
 pub mod axum;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub mod tls;
 #[cfg(feature = "tonic")]
-mod tonic_impl;
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+#[path = "tonic_impl.rs"]
+pub mod tonic;
 
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

@@ -168,7 +168,7 @@ impl KeepaliveListener {
         }
     }
 
-    fn finish_accept(
+    pub(crate) fn finish_accept(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
@@ -244,13 +244,16 @@ impl KeepaliveListener {
     #[cfg(feature = "tonic")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
     pub fn incoming(self) -> Incoming {
-        Incoming { listener: self }
+        Incoming {
+            listener: self,
+            registry: Default::default(),
+        }
     }
 }
 
 /// An error of one connection, not of the listener: the next accept may well succeed.
-#[cfg(feature = "axum")]
-fn is_connection_error(e: &io::Error) -> bool {
+#[cfg(any(feature = "axum", feature = "rustls"))]
+pub(crate) fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
@@ -267,6 +270,8 @@ fn is_connection_error(e: &io::Error) -> bool {
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming {
     listener: KeepaliveListener,
+    /// The connections yielded, for `Incoming::liveness_layer` (in `deadpeer::tonic`).
+    pub(crate) registry: crate::tonic::Registry,
 }
 
 #[cfg(feature = "tonic")]
@@ -274,9 +279,12 @@ impl futures_core::Stream for Incoming {
     type Item = io::Result<KeepaliveStream>;
 
     fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.listener
-            .poll_accept(cx)
-            .map(|r| Some(r.map(|(stream, _)| stream)))
+        self.listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(stream, _)| {
+                self.registry.register(&stream);
+                stream
+            }))
+        })
     }
 }
 

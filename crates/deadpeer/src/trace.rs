@@ -160,8 +160,16 @@ pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
 
 /// ERROR when accepting fails for a reason other than one connection's (e.g. `EMFILE`); the
 /// server retries after a second.
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "rustls"))]
 pub(crate) fn accept_failed(local: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
     tracing::error!(local.addr = %Addr(local), error = %error, "accept failed; retrying in 1s");
+}
+
+/// DEBUG when a TLS handshake fails or times out; the connection is dropped. DEBUG, not WARN: a
+/// client's bad handshake is its own problem, and scanners would flood the log.
+#[cfg(feature = "rustls")]
+pub(crate) fn tls_handshake_failed(peer: Option<SocketAddr>, error: &io::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(peer.addr = %Addr(peer), error = %error, "tls handshake failed");
 }

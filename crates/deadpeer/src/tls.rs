@@ -1,0 +1,294 @@
+//! TLS (feature `rustls`): [`TlsListener`] serves TLS over deadpeer's connections, so a dead
+//! client surfaces through TLS as the typed [`DeadPeer`](crate::DeadPeer).
+//!
+//! TLS goes **over** the [`KeepaliveStream`]: tokio-rustls hands the `io::Error` of the stream
+//! underneath through its reads and writes unchanged, so a death reaches the application (and
+//! hyper, and axum) as the same latched `DeadPeer`, with one `dead peer detected` event.
+//!
+//! deadpeer chooses no crypto provider: the [`ServerConfig`] is yours, built with whichever
+//! provider your application uses (`ring` or `aws-lc-rs`, rustls 0.23). The library only needs
+//! tokio-rustls's types, so it turns on none of its default features.
+//!
+//! Clients need no deadpeer type: put `tokio_rustls::TlsConnector::connect` over
+//! [`deadpeer::connect`](crate::connect), or, for hyper-util's `Client`, a hyper-rustls
+//! `HttpsConnector` over [`KeepaliveLayer`](crate::layer::KeepaliveLayer) (feature `hyper`):
+//!
+//! ```
+//! # #[cfg(feature = "hyper")]
+//! # fn client(tls: tokio_rustls::rustls::ClientConfig) {
+//! use deadpeer::{KeepalivePolicy, layer::KeepaliveLayer};
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use tower_layer::Layer;
+//!
+//! let mut http = HttpConnector::new();
+//! http.enforce_http(false); // the scheme is hyper-rustls's to check
+//! let https = hyper_rustls::HttpsConnectorBuilder::new()
+//!     .with_tls_config(tls)
+//!     .https_only()
+//!     .enable_http1()
+//!     .wrap_connector(KeepaliveLayer::new(KeepalivePolicy::FAST).layer(http));
+//! let client: Client<_, String> =
+//!     Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+//! # let _ = client;
+//! # }
+//! ```
+
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::net::ToSocketAddrs;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+
+pub use tokio_rustls;
+
+use crate::listener::{KeepaliveListener, is_connection_error};
+use crate::policy::KeepalivePolicy;
+use crate::stream::KeepaliveStream;
+use crate::trace;
+
+/// A server-side TLS connection over a [`KeepaliveStream`], as [`TlsListener`] accepts it.
+///
+/// Its connection's [`Liveness`](crate::Liveness) is `stream.get_ref().0.liveness()`.
+pub type TlsStream = tokio_rustls::server::TlsStream<KeepaliveStream>;
+
+/// A handshake in progress gets this long before it is dropped, unless
+/// [`TlsListener::handshake_timeout`] says otherwise.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many handshakes run at once, unless [`TlsListener::max_handshakes`] says
+/// otherwise; beyond it, new connections wait in the kernel's accept queue.
+pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+
+type Handshake = Option<(TlsStream, SocketAddr)>;
+
+/// A [`KeepaliveListener`] that completes a TLS handshake on each accepted connection: every
+/// connection runs under the policy, and a dead client surfaces through TLS as a
+/// [`DeadPeer`](crate::DeadPeer).
+///
+/// - **Handshakes run concurrently**, each on its own task, each bounded by a
+///   [timeout](Self::handshake_timeout) (10 s by default): a slow or silent client holds up no
+///   other. At most [`max_handshakes`](Self::max_handshakes) are in progress (1024 by default).
+///   A failed or timed-out handshake is logged at DEBUG (`tls handshake failed`, fields
+///   `peer.addr` and `error`) and the connection is dropped: a client's bad handshake is the
+///   client's problem, and scanners would otherwise flood the log.
+/// - **Accept errors** are handled as [`KeepaliveListener`]'s are under axum: connection errors
+///   (`ECONNABORTED`, `ECONNRESET`, `ECONNREFUSED`) are skipped, anything else (such as
+///   `EMFILE`) is logged at ERROR (`accept failed; retrying in 1s`) and accepting resumes after
+///   a second, while the handshakes in progress go on.
+/// - With the `axum` feature it is an `axum::serve::Listener`, and
+///   [`into_make_service_with_liveness`](crate::axum::RouterExt::into_make_service_with_liveness)
+///   gives handlers `ConnectInfo<SocketAddr>` and `ConnectInfo<Liveness>` as over plain TCP.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "axum")]
+/// # async fn run(tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> std::io::Result<()> {
+/// use axum::{Router, routing::get};
+/// use deadpeer::axum::RouterExt as _;
+/// use deadpeer::{KeepaliveListener, KeepalivePolicy};
+///
+/// let listener = KeepaliveListener::bind("0.0.0.0:8443", KeepalivePolicy::FAST).await?.tls(tls);
+/// let app = Router::new().route("/", get(|| async { "hello over TLS" }));
+/// axum::serve(listener, app.into_make_service_with_liveness()).await
+/// # }
+/// ```
+pub struct TlsListener {
+    listener: KeepaliveListener,
+    acceptor: TlsAcceptor,
+    handshakes: JoinSet<Handshake>,
+    timeout: Duration,
+    max_handshakes: usize,
+    /// While accepting is paused after an accept error.
+    backoff: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("listener", &self.listener)
+            .field("handshakes_in_progress", &self.handshakes.len())
+            .field("handshake_timeout", &self.timeout)
+            .field("max_handshakes", &self.max_handshakes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeepaliveListener {
+    /// Serves TLS on this listener's connections with `config`: see [`TlsListener`].
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    pub fn tls(self, config: impl Into<TlsAcceptor>) -> TlsListener {
+        TlsListener::new(self, config)
+    }
+}
+
+impl TlsListener {
+    /// Accepts TLS over `listener`'s connections, with `config` (an `Arc<ServerConfig>` or a
+    /// `tokio_rustls::TlsAcceptor`).
+    pub fn new(listener: KeepaliveListener, config: impl Into<TlsAcceptor>) -> Self {
+        Self {
+            listener,
+            acceptor: config.into(),
+            handshakes: JoinSet::new(),
+            timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            backoff: None,
+        }
+    }
+
+    /// Binds a [`KeepaliveListener`] to `addr` under `policy`, and serves TLS on it.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeepaliveListener::bind`].
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        policy: KeepalivePolicy,
+        config: std::sync::Arc<ServerConfig>,
+    ) -> io::Result<Self> {
+        Ok(Self::new(
+            KeepaliveListener::bind(addr, policy).await?,
+            config,
+        ))
+    }
+
+    /// How long a client may take to complete its handshake (10 s by default). A zero timeout
+    /// fails every handshake; `Duration::MAX` waits for ever.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How many handshakes may be in progress at once (1024 by default; 0 is taken as 1).
+    /// Beyond it, new connections wait in the kernel's accept queue.
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        self.max_handshakes = max.max(1);
+        self
+    }
+
+    /// The next connection whose handshake completed, and its peer's address.
+    ///
+    /// Errors are handled here (see [`TlsListener`]), as a server loop wants, so this always
+    /// ends with a connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: if the future is dropped before it completes, no connection is lost; the
+    /// handshakes in progress go on and are returned by a later call.
+    pub async fn accept(&mut self) -> (TlsStream, SocketAddr) {
+        let Self {
+            listener,
+            acceptor,
+            handshakes,
+            timeout,
+            max_handshakes,
+            backoff,
+        } = self;
+        loop {
+            let accepting = backoff.is_none() && handshakes.len() < *max_handshakes;
+            tokio::select! {
+                biased;
+                Some(done) = handshakes.join_next() => {
+                    if let Ok(Some(conn)) = done {
+                        return conn;
+                    }
+                }
+                accepted = poll_fn(|cx| listener.get_ref().poll_accept(cx)), if accepting => {
+                    match accepted {
+                        Ok((tcp, peer)) => {
+                            // Refused by strict mode: its WARN was logged.
+                            let Ok((stream, peer)) = listener.finish_accept(tcp, peer) else {
+                                continue;
+                            };
+                            handshakes.spawn(handshake(acceptor.clone(), stream, peer, *timeout));
+                        }
+                        Err(e) if is_connection_error(&e) => {}
+                        Err(e) => {
+                            trace::accept_failed(listener.local_addr().ok(), &e);
+                            *backoff = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
+                        }
+                    }
+                }
+                () = async { if let Some(sleep) = backoff.as_mut() { sleep.await } }, if backoff.is_some() => {
+                    *backoff = None;
+                }
+            }
+        }
+    }
+
+    /// The listener's local address.
+    ///
+    /// # Errors
+    ///
+    /// As [`KeepaliveListener::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The policy accepted connections run under.
+    pub fn policy(&self) -> KeepalivePolicy {
+        self.listener.policy()
+    }
+
+    /// The listener underneath.
+    pub fn get_ref(&self) -> &KeepaliveListener {
+        &self.listener
+    }
+
+    /// How many handshakes are in progress.
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.handshakes.len()
+    }
+}
+
+/// Completes one handshake within `timeout`; a failure is logged and gives `None`.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: KeepaliveStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Handshake {
+    let deadline = Instant::now().checked_add(timeout);
+    let accept = acceptor.accept(stream);
+    let result = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, accept).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no complete handshake within {timeout:?} (TlsListener::handshake_timeout)"
+                ),
+            )),
+        },
+        None => accept.await,
+    };
+    match result {
+        Ok(tls) => Some((tls, peer)),
+        Err(e) => {
+            trace::tls_handshake_failed(Some(peer), &e);
+            None
+        }
+    }
+}
+
+/// `axum::serve(listener, app)` serves TLS through deadpeer (feature `axum`).
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        TlsListener::accept(self).await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        TlsListener::local_addr(self)
+    }
+}
