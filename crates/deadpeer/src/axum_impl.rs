@@ -109,11 +109,11 @@ impl LivenessIo for crate::tls::TlsStream {
 ///     format!("hello {addr}, alive: {}", !liveness.is_dead())
 /// }
 ///
-/// # async fn run() -> std::io::Result<()> {
-/// let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?;
-/// let app = Router::new().route("/", get(handler));
-/// axum::serve(listener, app.into_make_service_with_liveness()).await
-/// # }
+/// async fn run() -> std::io::Result<()> {
+///     let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?;
+///     let app = Router::new().route("/", get(handler));
+///     axum::serve(listener, app.into_make_service_with_liveness()).await
+/// }
 /// ```
 ///
 /// Each connection is watched from the moment it is accepted: one epoll registration of its own

@@ -10,26 +10,34 @@
 //! tokio-rustls's types, so it turns on none of its default features.
 //!
 //! Clients need no deadpeer type: put `tokio_rustls::TlsConnector::connect` over
-//! [`deadpeer::connect`](crate::connect), or, for hyper-util's `Client`, a hyper-rustls
-//! `HttpsConnector` over [`KeepaliveLayer`](crate::layer::KeepaliveLayer) (feature `hyper`):
+//! [`deadpeer::connect`](crate::connect) (see [`TlsListener::accept`]), or, for hyper-util's
+//! `Client`, hyper-rustls's `HttpsConnector` over [`KeepaliveLayer`](crate::layer::KeepaliveLayer)
+//! (feature `hyper`): `KeepaliveLayer` returns `TokioIo<KeepaliveStream>`, a hyper-util
+//! `Connection`, which is what hyper-rustls wraps.
 //!
 //! ```
 //! # #[cfg(feature = "hyper")]
-//! # fn client(tls: tokio_rustls::rustls::ClientConfig) {
-//! use deadpeer::{KeepalivePolicy, layer::KeepaliveLayer};
+//! # mod example {
+//! use deadpeer::KeepalivePolicy;
+//! use deadpeer::layer::{Keepalive, KeepaliveLayer};
+//! use hyper_rustls::HttpsConnector;
 //! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
+//! use tokio_rustls::rustls::ClientConfig;
 //! use tower_layer::Layer;
 //!
-//! let mut http = HttpConnector::new();
-//! http.enforce_http(false); // the scheme is hyper-rustls's to check
-//! let https = hyper_rustls::HttpsConnectorBuilder::new()
-//!     .with_tls_config(tls)
-//!     .https_only()
-//!     .enable_http1()
-//!     .wrap_connector(KeepaliveLayer::new(KeepalivePolicy::FAST).layer(http));
-//! let client: Client<_, String> =
-//!     Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-//! # let _ = client;
+//! type HttpsClient = Client<HttpsConnector<Keepalive<HttpConnector>>, String>;
+//!
+//! fn https_client(tls: ClientConfig) -> HttpsClient {
+//!     let mut http = HttpConnector::new();
+//!     http.enforce_http(false); // the scheme is hyper-rustls's to check
+//!     let https = hyper_rustls::HttpsConnectorBuilder::new()
+//!         .with_tls_config(tls)
+//!         .https_only()
+//!         .enable_http1()
+//!         .wrap_connector(KeepaliveLayer::new(KeepalivePolicy::FAST).layer(http));
+//!     Client::builder(TokioExecutor::new()).build(https)
+//! }
 //! # }
 //! ```
 
@@ -87,18 +95,8 @@ type Handshake = Option<(TlsStream, SocketAddr)>;
 ///
 /// # Examples
 ///
-/// ```
-/// # #[cfg(feature = "axum")]
-/// # async fn run(tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> std::io::Result<()> {
-/// use axum::{Router, routing::get};
-/// use deadpeer::axum::RouterExt as _;
-/// use deadpeer::{KeepaliveListener, KeepalivePolicy};
-///
-/// let listener = KeepaliveListener::bind("0.0.0.0:8443", KeepalivePolicy::FAST).await?.tls(tls);
-/// let app = Router::new().route("/", get(|| async { "hello over TLS" }));
-/// axum::serve(listener, app.into_make_service_with_liveness()).await
-/// # }
-/// ```
+/// With axum, see the `axum::serve::Listener` impl below; a plain tokio server is under
+/// [`accept`](Self::accept).
 pub struct TlsListener {
     listener: KeepaliveListener,
     acceptor: TlsAcceptor,
@@ -131,6 +129,25 @@ impl KeepaliveListener {
 impl TlsListener {
     /// Accepts TLS over `listener`'s connections, with `config` (an `Arc<ServerConfig>` or a
     /// `tokio_rustls::TlsAcceptor`).
+    ///
+    /// The `ServerConfig` is built as for any rustls server; deadpeer chooses no crypto provider
+    /// (`ServerConfig::builder()` takes the process's default, or the one compiled in):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tokio_rustls::rustls::ServerConfig;
+    /// use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    ///
+    /// fn server_config(
+    ///     chain: Vec<CertificateDer<'static>>,
+    ///     key: PrivateKeyDer<'static>,
+    /// ) -> Result<Arc<ServerConfig>, tokio_rustls::rustls::Error> {
+    ///     let config = ServerConfig::builder()
+    ///         .with_no_client_auth()
+    ///         .with_single_cert(chain, key)?;
+    ///     Ok(Arc::new(config))
+    /// }
+    /// ```
     pub fn new(listener: KeepaliveListener, config: impl Into<TlsAcceptor>) -> Self {
         Self {
             listener,
@@ -176,6 +193,48 @@ impl TlsListener {
     ///
     /// Errors are handled here (see [`TlsListener`]), as a server loop wants, so this always
     /// ends with a connection.
+    ///
+    /// # Examples
+    ///
+    /// A plain tokio server, and a client that puts TLS over [`deadpeer::connect`](crate::connect):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use deadpeer::{DeadPeer, KeepaliveListener, KeepalivePolicy};
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio_rustls::TlsConnector;
+    /// use tokio_rustls::rustls::pki_types::ServerName;
+    /// use tokio_rustls::rustls::{ClientConfig, ServerConfig};
+    ///
+    /// async fn client(tls: Arc<ClientConfig>) -> std::io::Result<()> {
+    ///     let tcp = deadpeer::connect("10.0.0.2:8443", KeepalivePolicy::FAST).await?;
+    ///     let name = ServerName::try_from("example.com").map_err(std::io::Error::other)?;
+    ///     let mut stream = TlsConnector::from(tls).connect(name, tcp).await?;
+    ///     let mut buf = [0u8; 1024];
+    ///     if let Err(err) = stream.read(&mut buf).await {
+    ///         if let Some(dead) = DeadPeer::from_io(&err) {
+    ///             eprintln!("server dead: {dead}");
+    ///         }
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// async fn server(tls: Arc<ServerConfig>) -> std::io::Result<()> {
+    ///     let mut listener = KeepaliveListener::bind("0.0.0.0:8443", KeepalivePolicy::FAST)
+    ///         .await?
+    ///         .tls(tls);
+    ///     loop {
+    ///         let (stream, peer) = listener.accept().await; // handshake done, errors handled
+    ///         let liveness = stream.get_ref().0.liveness();
+    ///         tokio::spawn(async move {
+    ///             if let Some(dead) = liveness.dead().await {
+    ///                 eprintln!("client {peer} dead: {}", dead.cause());
+    ///             }
+    ///             drop(stream);
+    ///         });
+    ///     }
+    /// }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -277,7 +336,25 @@ async fn handshake(
     }
 }
 
-/// `axum::serve(listener, app)` serves TLS through deadpeer (feature `axum`).
+/// `axum::serve(listener, app)` serves TLS through deadpeer (feature `axum`), and
+/// [`into_make_service_with_liveness`](crate::axum::RouterExt::into_make_service_with_liveness)
+/// gives handlers `ConnectInfo<SocketAddr>` and `ConnectInfo<Liveness>` as over plain TCP.
+///
+/// ```
+/// use std::sync::Arc;
+/// use axum::{Router, routing::get};
+/// use deadpeer::axum::RouterExt as _;
+/// use deadpeer::{KeepaliveListener, KeepalivePolicy};
+/// use tokio_rustls::rustls::ServerConfig;
+///
+/// async fn serve(tls: Arc<ServerConfig>) -> std::io::Result<()> {
+///     let listener = KeepaliveListener::bind("0.0.0.0:8443", KeepalivePolicy::FAST)
+///         .await?
+///         .tls(tls);
+///     let app = Router::new().route("/", get(|| async { "hello over TLS" }));
+///     axum::serve(listener, app.into_make_service_with_liveness()).await
+/// }
+/// ```
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl axum::serve::Listener for TlsListener {

@@ -4,21 +4,23 @@
 //!
 //! **Servers.** `listener.incoming()` is the stream for `serve_with_incoming`, and
 //! [`Incoming::liveness_layer`] a layer that puts each request's [`Liveness`] into its
-//! extensions; `request.remote_addr()` keeps working:
+//! extensions (a handler: [`LivenessLayer`]); `request.remote_addr()` keeps working:
 //!
 //! ```
-//! use deadpeer::{KeepaliveListener, KeepalivePolicy, Liveness};
+//! use deadpeer::{KeepaliveListener, KeepalivePolicy};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let incoming = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?.incoming();
-//! let (_reporter, health) = tonic_health::server::health_reporter();
-//! tonic::transport::Server::builder()
-//!     .layer(incoming.liveness_layer())
-//!     .add_service(health)
-//!     .serve_with_incoming(incoming)
-//!     .await?;
-//! # Ok(()) }
-//! // In a handler: `request.extensions().get::<Liveness>()`.
+//! async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//!     let incoming = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST)
+//!         .await?
+//!         .incoming();
+//!     let (_reporter, health) = tonic_health::server::health_reporter();
+//!     tonic::transport::Server::builder()
+//!         .layer(incoming.liveness_layer())
+//!         .add_service(health)
+//!         .serve_with_incoming(incoming)
+//!         .await?;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! **Channels.** [`EndpointExt::connect_with_keepalive`] connects as `Endpoint::connect` does
@@ -29,11 +31,13 @@
 //! use deadpeer::KeepalivePolicy;
 //! use deadpeer::tonic::EndpointExt as _;
 //!
-//! # async fn run() -> Result<(), tonic::transport::Error> {
-//! let channel = tonic::transport::Endpoint::from_static("http://10.0.0.2:50051")
-//!     .connect_with_keepalive(KeepalivePolicy::FAST)
-//!     .await?;
-//! # let _ = channel; Ok(()) }
+//! async fn run() -> Result<(), tonic::transport::Error> {
+//!     let channel = tonic::transport::Endpoint::from_static("http://10.0.0.2:50051")
+//!         .connect_with_keepalive(KeepalivePolicy::FAST)
+//!         .await?;
+//!     let _ = channel;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! A failed call's `Status` holds the death only as text (h2 keeps the kind and the message of
@@ -213,6 +217,46 @@ impl Incoming {
 
 /// Puts each request's connection [`Liveness`] into its extensions; from
 /// [`Incoming::liveness_layer`].
+///
+/// # Examples
+///
+/// A server-streaming handler (tonic-health's `Watch`, which never ends by itself) that ends
+/// when its client dies:
+///
+/// ```
+/// use std::pin::Pin;
+/// use deadpeer::Liveness;
+/// use futures_util::{Stream, StreamExt, stream};
+/// use tonic::{Request, Response, Status};
+/// use tonic_health::pb::health_server::Health;
+/// use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+///
+/// struct Watcher;
+///
+/// #[tonic::async_trait]
+/// impl Health for Watcher {
+///     async fn check(
+///         &self,
+///         _request: Request<HealthCheckRequest>,
+///     ) -> Result<Response<HealthCheckResponse>, Status> {
+///         Ok(Response::new(HealthCheckResponse { status: 1 }))
+///     }
+///
+///     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+///
+///     async fn watch(
+///         &self,
+///         request: Request<HealthCheckRequest>,
+///     ) -> Result<Response<Self::WatchStream>, Status> {
+///         let liveness = request.extensions().get::<Liveness>().cloned();
+///         let liveness = liveness.ok_or_else(|| Status::internal("no liveness layer"))?;
+///         let updates = stream::once(async { Ok(HealthCheckResponse { status: 1 }) })
+///             .chain(stream::pending()) // a watch that would never end by itself
+///             .take_until(async move { liveness.dead().await });
+///         Ok(Response::new(Box::pin(updates)))
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LivenessLayer {
     registry: Registry,
