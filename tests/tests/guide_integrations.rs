@@ -9,7 +9,10 @@ fn doc_examples(file: &Path) -> String {
     let mut out = String::new();
     for line in source.lines() {
         let line = line.trim_start();
-        let Some(doc) = line.strip_prefix("///").or_else(|| line.strip_prefix("//!")) else {
+        let Some(doc) = line
+            .strip_prefix("///")
+            .or_else(|| line.strip_prefix("//!"))
+        else {
             continue;
         };
         let doc = doc.strip_prefix(' ').unwrap_or(doc);

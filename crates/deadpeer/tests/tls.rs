@@ -75,6 +75,29 @@ where
     a.read_exact(&mut byte).await.unwrap();
 }
 
+/// The error of a TLS read that a death (from `start`, under `p`) ends: within the bound, and
+/// the typed `DeadPeer` that tokio-rustls passed through.
+async fn read_death(
+    tls: &mut (impl AsyncRead + Unpin),
+    start: Instant,
+    p: &KeepalivePolicy,
+) -> DeadPeer {
+    let mut buf = [0u8; 16];
+    let err = tokio::time::timeout(deadline(p) + Duration::from_secs(2), tls.read(&mut buf))
+        .await
+        .expect("the TLS read failed in time")
+        .expect_err("the TLS read fails");
+    let elapsed = start.elapsed();
+    eprintln!(
+        "the TLS read failed after {elapsed:?} (deadline {:?})",
+        deadline(p)
+    );
+    assert_within_bound(elapsed, p);
+    DeadPeer::from_io(&err)
+        .unwrap_or_else(|| panic!("tokio-rustls kept the typed DeadPeer: {err:?}"))
+        .clone()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_dead_client_surfaces_through_tls_on_the_server() {
     let Some(lab) = lab_or_skip("a_dead_client_surfaces_through_tls_on_the_server") else {
@@ -99,15 +122,7 @@ async fn a_dead_client_surfaces_through_tls_on_the_server() {
 
     let start = Instant::now();
     lab.blackhole().unwrap();
-    let mut buf = [0u8; 16];
-    let err = tokio::time::timeout(deadline(&p) + Duration::from_secs(2), server.read(&mut buf))
-        .await
-        .expect("the TLS read failed in time")
-        .expect_err("the TLS read fails");
-    assert_within_bound(start.elapsed(), &p);
-    let dead = DeadPeer::from_io(&err)
-        .unwrap_or_else(|| panic!("tokio-rustls kept the typed DeadPeer: {err:?}"))
-        .clone();
+    let dead = read_death(&mut server, start, &p).await;
     assert_cause(&dead, Cause::KeepaliveTimeout, libc::ETIMEDOUT);
     assert_eq!(dead.peer_addr(), Some(peer));
     // The latch, through TLS: a write repeats the verdict; the Liveness has it.
@@ -149,15 +164,7 @@ async fn a_dead_server_surfaces_through_tls_on_the_client() {
     let start = Instant::now();
     client.write_all(b"GET /slow").await.unwrap();
     client.flush().await.unwrap();
-    let mut buf = [0u8; 16];
-    let err = tokio::time::timeout(deadline(&p) + Duration::from_secs(2), client.read(&mut buf))
-        .await
-        .expect("the TLS read failed in time")
-        .expect_err("the TLS read fails");
-    assert_within_bound(start.elapsed(), &p);
-    let dead = DeadPeer::from_io(&err)
-        .unwrap_or_else(|| panic!("tokio-rustls kept the typed DeadPeer: {err:?}"))
-        .clone();
+    let dead = read_death(&mut client, start, &p).await;
     assert_cause(&dead, Cause::RetransmitTimeout, libc::ETIMEDOUT);
     assert_eq!(dead.peer_addr(), Some(addr));
     same_death(&client.write_all(b"more").await.unwrap_err(), &dead);
@@ -297,6 +304,7 @@ async fn silent_and_broken_clients_hold_up_no_handshake() {
     let mut broken = TcpStream::connect(addr).await.unwrap();
     broken.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
 
+    let served = Instant::now();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let local = tcp.local_addr().unwrap();
     let mut tls = certs.connect(tcp).await;
@@ -304,6 +312,10 @@ async fn silent_and_broken_clients_hold_up_no_handshake() {
     let mut response = String::new();
     tls.read_to_string(&mut response).await.unwrap();
     assert!(response.ends_with(&format!("Some({local})")), "{response}");
+    eprintln!(
+        "served in {:?}, with the silent handshakes pending (timeout {timeout:?})",
+        served.elapsed()
+    );
     // Served while the silent handshakes were still pending: none of them has been dropped.
     for s in &silent {
         let mut b = [0u8; 1];
