@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use deadpeer::layer::KeepaliveLayer;
 use deadpeer::tonic::EndpointExt as _;
 use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream};
-use deadpeer_testkit::{Lab, lab_or_skip};
+use deadpeer_testkit::{Lab, deadline, dies_within_bound, lab_or_skip};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tls_certs::Certs;
@@ -73,7 +73,7 @@ async fn connect_recorded(
 
 #[tokio::test(flavor = "current_thread")]
 async fn channel_keeps_nodelay_and_https() {
-    let Some(lab) = lab_or_skip("channel_keeps_nodelay_and_https") else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let p: KeepalivePolicy = "1:1:3".parse().unwrap();
@@ -108,9 +108,7 @@ async fn channel_keeps_nodelay_and_https() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn call_in_flight_over_https_to_a_blackholed_server_fails_within_the_bound() {
-    let Some(lab) =
-        lab_or_skip("call_in_flight_over_https_to_a_blackholed_server_fails_within_the_bound")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     let (events, _guard) = deadpeer_testkit::events::capture();
@@ -130,17 +128,14 @@ async fn call_in_flight_over_https_to_a_blackholed_server_fails_within_the_bound
 
     lab.blackhole().unwrap();
     let start = Instant::now();
-    let status = tokio::time::timeout(
-        p.detection_bound() + Duration::from_secs(3),
-        client.check(HealthCheckRequest::default()),
-    )
-    .await
-    .expect("the call failed in time")
-    .expect_err("the call fails");
-    let elapsed = start.elapsed();
-    let deadline = p.detection_bound() + p.timer_slack() + Duration::from_millis(100);
-    eprintln!("call failed after {elapsed:?} (deadline {deadline:?})");
-    assert!(elapsed <= deadline, "failed after {elapsed:?}");
+    let status = dies_within_bound(p, start, client.check(HealthCheckRequest::default()))
+        .await
+        .expect_err("the call fails");
+    eprintln!(
+        "call failed after {:?} (deadline {:?})",
+        start.elapsed(),
+        deadline(p)
+    );
     // h2 keeps only the text of the connection's I/O error; the death is this process's own.
     let dead = DeadPeer::recover(&status).unwrap_or_else(|| panic!("no DeadPeer in {status:?}"));
     assert_eq!(dead.cause(), Cause::RetransmitTimeout, "{dead}");
