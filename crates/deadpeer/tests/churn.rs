@@ -17,6 +17,22 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
+/// The runtime's live tasks, once every task that has finished has been released: on the
+/// multi-thread runtime a finished, joined task can stay counted until its worker drops its last
+/// reference a moment later. Waits for the count to stop falling (at most 1 s), then returns it.
+async fn settled_tasks(handle: &tokio::runtime::Handle) -> usize {
+    let mut last = handle.metrics().num_alive_tasks();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let now = handle.metrics().num_alive_tasks();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 async fn pair(listener: &KeepaliveListener) -> (KeepaliveStream, KeepaliveStream) {
     let addr = listener.local_addr().unwrap();
     let client = deadpeer::connect(addr, KeepalivePolicy::FAST)
@@ -79,12 +95,12 @@ async fn churn_of_100k_watched_connections_returns_to_baseline() {
     // One warm-up batch of each kind: the allocator and the runtime reach their working size.
     run_batch(true).await;
     run_batch(false).await;
-    let (fds, tasks, rss) = (open_fds(), handle.metrics().num_alive_tasks(), rss_bytes());
+    let (fds, tasks, rss) = (open_fds(), settled_tasks(&handle).await, rss_bytes());
     for i in 0..TOTAL / BATCH {
         run_batch(i % 2 == 0).await;
     }
     assert_eq!(open_fds(), fds, "descriptors leaked");
-    assert_eq!(handle.metrics().num_alive_tasks(), tasks, "tasks leaked");
+    assert_eq!(settled_tasks(&handle).await, tasks, "tasks leaked");
     // A leak of one watcher's state per connection would be ≥ 100 bytes × 100,000 = 10 MB.
     let grown = rss_bytes().saturating_sub(rss);
     eprintln!("after {TOTAL} connections: fds {fds}, tasks {tasks}, rss grew {grown} bytes");
