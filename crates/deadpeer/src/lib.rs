@@ -107,7 +107,8 @@ pub mod reqwest;
     feature = "axum",
     feature = "hyper",
     feature = "tonic",
-    feature = "reqwest"
+    feature = "reqwest",
+    feature = "rustls"
 ))]
 #[doc = include_str!("../../../docs/guide.md")]
 mod guide {}

@@ -46,6 +46,24 @@ fn surface(
 
 fn keepalive_io<T: KeepaliveIo>() {}
 
+/// The integration modules' items, by the names a user writes.
+#[allow(clippy::too_many_arguments)]
+fn integrations(
+    _tls: deadpeer::tls::TlsListener,
+    _tls_stream: deadpeer::tls::TlsStream,
+    _make: deadpeer::axum::IntoMakeServiceWithLiveness<axum::Router>,
+    _layer: deadpeer::tonic::LivenessLayer,
+    _incoming: deadpeer::listener::Incoming,
+) {
+    fn router_ext<T: deadpeer::axum::RouterExt>() {}
+    fn endpoint_ext<T: deadpeer::tonic::EndpointExt>() {}
+    fn liveness_io<T: deadpeer::axum::LivenessIo>() {}
+    router_ext::<axum::Router>();
+    endpoint_ext::<tonic::transport::Endpoint>();
+    liveness_io::<KeepaliveStream>();
+    liveness_io::<deadpeer::tls::TlsStream>();
+}
+
 #[test]
 fn the_layers_take_tokio_and_hyper_connections() {
     keepalive_io::<tokio::net::TcpStream>();
