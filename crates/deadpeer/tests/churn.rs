@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream};
-use tokio::io::AsyncReadExt;
+use deadpeer::{KeepaliveListener, KeepalivePolicy};
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+mod common;
+use common::{loopback_pair as pair, open_fds};
+use tokio::io::AsyncReadExt;
 
 /// Resident memory, from /proc/self/statm (pages).
 fn rss_bytes() -> usize {
@@ -31,15 +30,6 @@ async fn settled_tasks(handle: &tokio::runtime::Handle) -> usize {
         last = now;
     }
     last
-}
-
-async fn pair(listener: &KeepaliveListener) -> (KeepaliveStream, KeepaliveStream) {
-    let addr = listener.local_addr().unwrap();
-    let client = deadpeer::connect(addr, KeepalivePolicy::FAST)
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    (client, server)
 }
 
 /// 100,000 connections, each with a spawned watcher task, in batches; the server closes first

@@ -5,20 +5,10 @@
 use std::time::Duration;
 
 use deadpeer::liveness::State;
-use deadpeer::{KeepaliveListener, KeepalivePolicy, KeepaliveStream};
+use deadpeer::{KeepaliveListener, KeepalivePolicy};
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-async fn pair(listener: &KeepaliveListener) -> (KeepaliveStream, KeepaliveStream) {
-    let addr = listener.local_addr().unwrap();
-    let client = deadpeer::connect(addr, KeepalivePolicy::FAST)
-        .await
-        .unwrap();
-    let (server, _) = listener.accept().await.unwrap();
-    (client, server)
-}
+mod common;
+use common::{loopback_pair as pair, open_fds};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_watched_connection_costs_one_descriptor_and_releases_everything() {

@@ -253,21 +253,37 @@ pub(crate) fn write_done<T>(
     result.map_err(|e| latch.on_error(tcp, e))
 }
 
-impl AsyncRead for KeepaliveStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(err) = this.latch.latched_error() {
-            return Poll::Ready(Err(err));
+/// `AsyncRead` through the latch, for a type with fields `latch` and `io` (`$tcp` reaches the
+/// `TcpStream`): the latched death first, then the read, with its EOF or error judged.
+macro_rules! impl_guarded_read {
+    ($type:ty, $tcp:expr) => {
+        impl AsyncRead for $type {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let this = self.get_mut();
+                if let Some(err) = this.latch.latched_error() {
+                    return Poll::Ready(Err(err));
+                }
+                let before = buf.filled().len();
+                let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+                let tcp: fn(&Self) -> &TcpStream = $tcp;
+                Poll::Ready($crate::stream::read_done(
+                    &this.latch,
+                    tcp(this),
+                    before,
+                    buf,
+                    result,
+                ))
+            }
         }
-        let before = buf.filled().len();
-        let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
-        Poll::Ready(read_done(&this.latch, &this.io, before, buf, result))
-    }
+    };
 }
+pub(crate) use impl_guarded_read;
+
+impl_guarded_read!(KeepaliveStream, |s| &s.io);
 
 /// `AsyncWrite` through the latch, for a type with fields `latch` (a `Latch`, or an `Arc` of one)
 /// and `io` (of type `$io`; `$tcp` reaches the `TcpStream`): the latched death first, then the

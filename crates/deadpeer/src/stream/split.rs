@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, tcp};
 
-use super::{KeepaliveStream, Latch, read_done};
+use super::{KeepaliveStream, Latch};
 use crate::error::DeadPeer;
 use crate::liveness::Liveness;
 
@@ -87,27 +87,7 @@ impl OwnedWriteHalf {
     }
 }
 
-impl AsyncRead for OwnedReadHalf {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(err) = this.latch.latched_error() {
-            return Poll::Ready(Err(err));
-        }
-        let before = buf.filled().len();
-        let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
-        Poll::Ready(read_done(
-            &this.latch,
-            this.io.as_ref(),
-            before,
-            buf,
-            result,
-        ))
-    }
-}
+super::impl_guarded_read!(OwnedReadHalf, |s| s.io.as_ref());
 
 super::impl_guarded_write!(OwnedWriteHalf, tcp::OwnedWriteHalf, |s| s.io.as_ref());
 

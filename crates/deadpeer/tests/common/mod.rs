@@ -13,6 +13,7 @@ use deadpeer_testkit::events::Events;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[allow(unused_imports)]
 pub use deadpeer_testkit::events::capture;
 
 #[allow(unused_imports)]
@@ -130,4 +131,21 @@ pub async fn wait_dead(liveness: &Liveness, limit: Duration) -> DeadPeer {
 pub fn assert_cause(dead: &DeadPeer, cause: Cause, errno: i32) {
     assert_eq!(dead.cause(), cause, "{dead}");
     assert_eq!(dead.raw_os_error(), Some(errno), "{dead}");
+}
+
+/// The process's open descriptors.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// A `deadpeer::connect` client of `listener` on loopback, and the accepted stream.
+pub async fn loopback_pair(
+    listener: &deadpeer::KeepaliveListener,
+) -> (KeepaliveStream, KeepaliveStream) {
+    let addr = listener.local_addr().unwrap();
+    let client = deadpeer::connect(addr, KeepalivePolicy::FAST)
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
 }
