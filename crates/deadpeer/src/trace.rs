@@ -207,6 +207,7 @@ pub(crate) enum Direction {
 }
 
 /// A connection was put under a policy (no event: `keepalive applied` says it at DEBUG).
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn connection_opened(direction: Direction) {
     #[cfg(feature = "metrics")]
     crate::metrics::connection_opened(direction);
