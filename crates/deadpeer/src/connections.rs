@@ -38,7 +38,7 @@ use std::time::Duration;
 use crate::error::DeadPeer;
 use crate::liveness::{Liveness, Shared};
 use crate::policy::KeepalivePolicy;
-use crate::sys::TcpInfo;
+use crate::sys::{self, TcpInfo};
 
 /// A registry of live connections, shared by the listeners and layers that
 /// [track](crate::KeepaliveListener::track) into it; cloning it gives another handle on the same
@@ -83,7 +83,8 @@ pub struct ConnectionInfo {
     pub peer_addr: Option<SocketAddr>,
     /// The local address, if it could be read.
     pub local_addr: Option<SocketAddr>,
-    /// How long ago deadpeer wrapped the connection.
+    /// How long ago deadpeer wrapped the connection (on the coarse monotonic clock: within
+    /// 10 ms).
     pub age: Duration,
     /// The policy the connection runs under, if deadpeer applied or verified one.
     pub policy: Option<KeepalivePolicy>,
@@ -151,7 +152,7 @@ impl Connections {
             .map(|(meta, tcp_info, dead_peer)| ConnectionInfo {
                 peer_addr: meta.peer_addr,
                 local_addr: meta.local_addr,
-                age: meta.since.elapsed(),
+                age: sys::coarse_now().saturating_sub(Duration::from_millis(meta.since_ms)),
                 policy: meta.policy,
                 tcp_info,
                 dead_peer,

@@ -3,6 +3,8 @@
 //! one shows none; the death then appears in the snapshot, and the connection leaves it when its
 //! stream is dropped. On loopback, the layers track what they wrap.
 
+// `capture` goes unused: these tests read the snapshot, not the events.
+#[allow(unused_imports)]
 mod common;
 
 use std::net::SocketAddr;

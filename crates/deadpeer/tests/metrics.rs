@@ -3,6 +3,8 @@
 //! failures to apply a policy. Alone in its binary, because the recorder is process-wide; the
 //! tests take turns (`serial`), since each compares the totals before and after.
 
+// `capture` goes unused: these tests read the recorder, not the events.
+#[allow(unused_imports)]
 mod common;
 
 use std::collections::HashMap;

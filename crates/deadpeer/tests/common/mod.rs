@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: event capture, lab connections, and the assertions
 //! every death test makes (the time against the bound, the latch on every observer, one event).
-#![allow(dead_code, unreachable_pub, unused_imports)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io;
 use std::net::SocketAddr;
