@@ -197,6 +197,22 @@ pub(crate) fn accept_failed(local: Option<SocketAddr>, error: &io::Error) {
     );
 }
 
+/// DEBUG when a TLS handshake fails or times out; the connection is dropped. DEBUG, not WARN: a
+/// client's bad handshake is its own problem, and scanners would flood the log.
+#[cfg(feature = "rustls")]
+pub(crate) fn tls_handshake_failed(peer: Option<SocketAddr>, error: &io::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| tracing::field::display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+            error = %error,
+        },
+        "tls handshake failed"
+    );
+}
+
 /// Which side opened a connection that deadpeer put under a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
@@ -281,12 +297,4 @@ mod tests {
         assert_eq!(e["error.type"], "reset");
         assert_eq!(e["connected_for_s"], "0.0");
     }
-}
-
-/// DEBUG when a TLS handshake fails or times out; the connection is dropped. DEBUG, not WARN: a
-/// client's bad handshake is its own problem, and scanners would flood the log.
-#[cfg(feature = "rustls")]
-pub(crate) fn tls_handshake_failed(peer: Option<SocketAddr>, error: &io::Error) {
-    #[cfg(feature = "tracing")]
-    tracing::debug!(peer.addr = %Addr(peer), error = %error, "tls handshake failed");
 }

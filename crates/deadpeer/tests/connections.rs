@@ -25,9 +25,7 @@ fn find(snapshot: &[ConnectionInfo], peer: SocketAddr) -> Option<&ConnectionInfo
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_blackholed_peer_shows_probes_outstanding_and_a_healthy_one_none() {
-    let Some(lab) =
-        lab_or_skip("a_blackholed_peer_shows_probes_outstanding_and_a_healthy_one_none")
-    else {
+    let Some(lab) = lab_or_skip!() else {
         return;
     };
     // 1 s idle, then a probe a second: 5 probes, dead within 6 s.
@@ -76,7 +74,7 @@ async fn a_blackholed_peer_shows_probes_outstanding_and_a_healthy_one_none() {
             d.dead_peer.is_none(),
             "died before two probes were seen: {d:#?}"
         );
-        assert!(start.elapsed() < deadline(&p), "no probe seen: {d:#?}");
+        assert!(start.elapsed() < deadline(p), "no probe seen: {d:#?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (d, h) = seen;
@@ -91,7 +89,7 @@ async fn a_blackholed_peer_shows_probes_outstanding_and_a_healthy_one_none() {
     assert_eq!(h.tcp_info.unwrap().state, deadpeer::TcpInfo::ESTABLISHED);
 
     // The verdict shows in the snapshot, until the application drops the stream.
-    let dead = wait_dead(&doomed_liveness, deadline(&p)).await;
+    let dead = wait_dead(&doomed_liveness, deadline(p)).await;
     assert_eq!(dead.cause(), Cause::KeepaliveTimeout);
     let now = connections.snapshot();
     let d = find(&now, doomed_peer).expect("still held");

@@ -123,7 +123,7 @@ async fn die(lab: &Lab, cause: Cause) -> DeadPeer {
     let p = policy(1, 1, 3);
     let (mut client, server) = client_pair(lab, 7601, &p).await;
     let liveness = client.liveness();
-    let mut limit = deadline(&p) + Duration::from_secs(3);
+    let mut limit = deadline(p) + Duration::from_secs(3);
     let _server = match cause {
         Cause::KeepaliveTimeout => {
             lab.blackhole().unwrap();
@@ -183,7 +183,7 @@ fn each_cause_is_counted_once_with_its_age_and_idle_time() {
     let _serial = serial();
     let mut labs = Vec::new();
     for _ in CAUSES {
-        let Some(lab) = lab_or_skip("each_cause_is_counted_once_with_its_age_and_idle_time") else {
+        let Some(lab) = lab_or_skip!() else {
             return;
         };
         labs.push(lab);
