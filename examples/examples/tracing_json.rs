@@ -3,8 +3,11 @@
 //! The example installs `tracing_subscriber::fmt().json()` (the library never installs a
 //! subscriber), serves one connection from a `KeepaliveListener` with a 1/1/3 policy in the lab's
 //! server namespace, and makes the client vanish (a blackhole). Within 4 s the server's read
-//! fails with a `DeadPeer`, and the `dead peer detected` event appears as one JSON line with the
-//! fields `peer.addr`, `local.addr`, `cause`, `connected_for`, `idle_for`, `policy` and `errno`.
+//! fails with a `DeadPeer`, and the `dead peer detected` event appears as one JSON line, target
+//! `deadpeer`, with OpenTelemetry's field names: `network.peer.address`, `network.peer.port`,
+//! `network.local.address`, `network.local.port`, `network.transport`, `network.type`,
+//! `error.type` (the cause), and `connected_for_s`, `idle_for_s` (numbers of seconds), `policy`
+//! and `errno`.
 //!
 //! Filter: `RUST_LOG` overrides the default `deadpeer=debug,tracing_json=info`; for production,
 //! `deadpeer=info` keeps the listener and death events and drops the per-connection DEBUG one.

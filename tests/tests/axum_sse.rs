@@ -43,7 +43,7 @@ async fn sse_stream_ends_when_the_client_is_blackholed() {
 
     let detected = events.with_message("dead peer detected");
     assert_eq!(detected.len(), 1, "{detected:#?}");
-    assert_eq!(detected[0].fields["cause"], "keepalive_timeout");
+    assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
 
     // The server still serves everyone else (the router reaches it directly).
     let other = common::get_from(lab.router(), addr, "/hello").await;

@@ -46,7 +46,10 @@ fn deaths_at(events: &Events, local: SocketAddr) -> usize {
     events
         .with_message("dead peer detected")
         .iter()
-        .filter(|e| e.fields["local.addr"] == local.to_string())
+        .filter(|e| {
+            e.fields.get("network.local.address") == Some(&local.ip().to_string())
+                && e.fields.get("network.local.port") == Some(&local.port().to_string())
+        })
         .count()
 }
 

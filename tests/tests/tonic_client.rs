@@ -142,5 +142,5 @@ async fn call_in_flight_over_https_to_a_blackholed_server_fails_within_the_bound
     assert_eq!(dead.peer_addr(), Some(addr));
     let detected = events.with_message("dead peer detected");
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
-    assert_eq!(detected[0].fields["cause"], "retransmit_timeout");
+    assert_eq!(detected[0].fields["error.type"], "retransmit_timeout");
 }

@@ -102,6 +102,6 @@ async fn tonic_server_on_a_keepalive_listener_sees_its_client_die() {
     }
     let detected = events.with_message("dead peer detected");
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
-    assert_eq!(detected[0].fields["cause"], "keepalive_timeout");
+    assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
     deadpeer_testkit::assert_within_bound(start.elapsed(), policy);
 }

@@ -201,5 +201,5 @@ async fn watch_over_tls_ends_when_its_client_dies() {
     assert_eq!(state, format!("dead {}", Cause::KeepaliveTimeout.as_str()));
     let detected = events.with_message("dead peer detected");
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
-    assert_eq!(detected[0].fields["cause"], "keepalive_timeout");
+    assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
 }

@@ -7,6 +7,11 @@
 //!
 //! `cargo bench -p deadpeer --bench paired` (`PAIRED_ROUNDS=N` to change the 40 rounds;
 //! `PAIRED_ONLY=accept,connect,echo,rtt` to pick workloads).
+//!
+//! With `--features metrics`, each workload gains a variant run with a Prometheus recorder
+//! (`metrics-exporter-prometheus`) installed as this thread's recorder for the batch; the
+//! deadpeer variants without it run with the feature on and no recorder. Compare them with a run
+//! without the feature (docs/benchmarks.md, "Metrics").
 
 // Each batch borrows the clients inside its own `block_on` on one thread: no other borrow can
 // happen while the borrow is held across an await.
@@ -67,6 +72,17 @@ fn wanted(name: &str) -> bool {
     }
 }
 
+/// Runs `f` with a Prometheus recorder as this thread's recorder (feature `metrics`), so that
+/// every metric deadpeer records on this thread goes to a real registry.
+#[cfg(feature = "metrics")]
+fn recorded<T>(f: impl FnOnce() -> T) -> T {
+    static RECORDER: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusRecorder> =
+        std::sync::OnceLock::new();
+    let recorder = RECORDER
+        .get_or_init(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder());
+    metrics::with_local_recorder(recorder, f)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; there is nothing to filter.
     let rounds: usize = std::env::var("PAIRED_ROUNDS")
@@ -92,16 +108,22 @@ fn main() {
                 n as u64,
             )
         };
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut variants: Vec<(&str, Batch<'_>)> = vec![
+            (AcceptKind::Raw.name(), &mut a),
+            (AcceptKind::HandWritten.name(), &mut b),
+            (AcceptKind::Deadpeer.name(), &mut c),
+            (AcceptKind::RawInherited.name(), &mut d),
+        ];
+        #[cfg(feature = "metrics")]
+        let mut e = || recorded(|| (rt.block_on(bench.batch(AcceptKind::Deadpeer, n)), n as u64));
+        #[cfg(feature = "metrics")]
+        variants.push(("keepalive_listener + recorder", &mut e));
         paired(
             "accept of a queued loopback connection (server side only)",
             "ns/accept",
             rounds,
-            &mut [
-                (AcceptKind::Raw.name(), &mut a),
-                (AcceptKind::HandWritten.name(), &mut b),
-                (AcceptKind::Deadpeer.name(), &mut c),
-                (AcceptKind::RawInherited.name(), &mut d),
-            ],
+            &mut variants,
         );
     }
 
@@ -128,14 +150,30 @@ fn main() {
                 (t, n)
             })
         };
+        #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+        let mut variants: Vec<(&str, Batch<'_>)> = vec![
+            ("raw TcpStream::connect", &mut a),
+            ("deadpeer::connect", &mut b),
+        ];
+        #[cfg(feature = "metrics")]
+        let mut c = || {
+            recorded(|| {
+                rt.block_on(async {
+                    let mut t = Duration::ZERO;
+                    for _ in 0..n {
+                        t += common::connect_deadpeer(addr).await;
+                    }
+                    (t, n)
+                })
+            })
+        };
+        #[cfg(feature = "metrics")]
+        variants.push(("deadpeer::connect + recorder", &mut c));
         paired(
             "connect + first byte echoed, loopback",
             "ns/connection",
             rounds,
-            &mut [
-                ("raw TcpStream::connect", &mut a),
-                ("deadpeer::connect", &mut b),
-            ],
+            &mut variants,
         );
     }
 
@@ -158,15 +196,21 @@ fn main() {
                 })
             };
             let (mut a, mut b, mut c) = (|| timed(0), || timed(1), || timed(2));
+            #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+            let mut variants: Vec<(&str, Batch<'_>)> = vec![
+                ("raw TcpStream", &mut a),
+                ("KeepaliveStream", &mut b),
+                ("KeepaliveStream + pending dead()", &mut c),
+            ];
+            #[cfg(feature = "metrics")]
+            let mut d = || recorded(|| timed(1));
+            #[cfg(feature = "metrics")]
+            variants.push(("KeepaliveStream + recorder", &mut d));
             paired(
                 "echo of 64 KiB blocks (write 64 KiB, read 64 KiB back)",
                 "ns/block",
                 rounds,
-                &mut [
-                    ("raw TcpStream", &mut a),
-                    ("KeepaliveStream", &mut b),
-                    ("KeepaliveStream + pending dead()", &mut c),
-                ],
+                &mut variants,
             );
         }
         if wanted("rtt") {
@@ -184,15 +228,21 @@ fn main() {
                 })
             };
             let (mut a, mut b, mut c) = (|| timed(0), || timed(1), || timed(2));
+            #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+            let mut variants: Vec<(&str, Batch<'_>)> = vec![
+                ("raw TcpStream", &mut a),
+                ("KeepaliveStream", &mut b),
+                ("KeepaliveStream + pending dead()", &mut c),
+            ];
+            #[cfg(feature = "metrics")]
+            let mut d = || recorded(|| timed(1));
+            #[cfg(feature = "metrics")]
+            variants.push(("KeepaliveStream + recorder", &mut d));
             paired(
                 "round trip of a 64-byte message",
                 "ns/round trip",
                 rounds,
-                &mut [
-                    ("raw TcpStream", &mut a),
-                    ("KeepaliveStream", &mut b),
-                    ("KeepaliveStream + pending dead()", &mut c),
-                ],
+                &mut variants,
             );
         }
     }

@@ -55,7 +55,8 @@ impl Cause {
         Cause::Aborted,
     ];
 
-    /// The cause in snake case, as the `cause` field of the `dead peer detected` event gives it.
+    /// The cause in snake case, as the `error.type` field of the `dead peer detected` event and
+    /// the `error.type` label of the [metrics](crate#features) give it.
     pub fn as_str(&self) -> &'static str {
         match self {
             Cause::KeepaliveTimeout => "keepalive_timeout",

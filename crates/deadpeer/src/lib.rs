@@ -28,7 +28,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tokio` | yes | `KeepaliveListener`, `KeepaliveStream`, `connect`, `Liveness` |
+//! | `tokio` | yes | `KeepaliveListener`, `KeepaliveStream`, `connect`, `Liveness`, `connections::Connections` (a live view of tracked connections with `TCP_INFO`) |
 //! | `tower` | yes | `layer::{KeepaliveLayer, ReapLayer}` |
 //! | `tracing` | yes | the events (target `deadpeer`; no subscriber is installed) |
 //! | `axum` | no | `axum::serve::Listener` for `KeepaliveListener`; `Liveness` as connect info; `axum::RouterExt` |
@@ -37,6 +37,7 @@
 //! | `rustls` | no | `tls::TlsListener`: TLS (tokio-rustls) over a `KeepaliveListener`, an `axum::serve::Listener` with `axum`; no crypto provider chosen |
 //! | `serde` | no | `Serialize`/`Deserialize` for `KeepalivePolicy` and `UserTimeout` |
 //! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy`, `reqwest::PeerDeath` |
+//! | `metrics` | no | `metrics`: dead connections by cause, watched connections, connections opened and apply failures through the `metrics` facade (no recorder is installed) |
 //!
 //! # Platforms
 //!
@@ -64,6 +65,9 @@ pub use kernel::SystemKeepalive;
 pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};
 pub use sys::{SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub mod connections;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod listener;
@@ -108,7 +112,12 @@ pub mod reqwest;
     feature = "hyper",
     feature = "tonic",
     feature = "reqwest",
-    feature = "rustls"
+    feature = "rustls",
+    feature = "metrics"
 ))]
 #[doc = include_str!("../../../docs/guide.md")]
 mod guide {}
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;

@@ -8,8 +8,10 @@ use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
+use crate::connections::Connections;
 use crate::policy::KeepalivePolicy;
 use crate::stream::{KeepaliveStream, apply_logged, canonical};
+use crate::trace::Direction;
 use crate::{sys, trace};
 
 const VERIFY: u8 = 0;
@@ -53,6 +55,8 @@ pub struct KeepaliveListener {
     /// The listener's own address when it is bound to a specific IP: then it is every accepted
     /// socket's local address too, and no `getsockname` is needed per accept.
     fixed_local: Option<SocketAddr>,
+    /// Where accepted connections are tracked, if anywhere.
+    connections: Option<Connections>,
 }
 
 impl KeepaliveListener {
@@ -104,6 +108,7 @@ impl KeepaliveListener {
             mode: AtomicU8::new(mode),
             strict: false,
             fixed_local,
+            connections: None,
         })
     }
 
@@ -111,6 +116,14 @@ impl KeepaliveListener {
     /// dropped) instead of a WARN.
     pub fn strict(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self
+    }
+
+    /// Tracks every accepted connection in `connections`, for
+    /// [`Connections::snapshot`]: each is then watched from the accept on (as by
+    /// [`liveness`](KeepaliveStream::liveness)). Without it, accepting costs nothing more.
+    pub fn track(mut self, connections: &Connections) -> Self {
+        self.connections = Some(connections.clone());
         self
     }
 
@@ -178,10 +191,14 @@ impl KeepaliveListener {
         let local = self
             .fixed_local
             .or_else(|| stream.local_addr().ok().map(canonical));
-        Ok((
-            KeepaliveStream::from_parts(stream, Some(peer), local, policy),
-            peer,
-        ))
+        if policy.is_some() {
+            trace::connection_opened(Direction::Inbound);
+        }
+        let stream = KeepaliveStream::from_parts(stream, Some(peer), local, policy);
+        if let Some(connections) = &self.connections {
+            connections.register(&stream.liveness());
+        }
+        Ok((stream, peer))
     }
 
     /// Makes sure `stream` carries the policy; the policy, when it is in place.

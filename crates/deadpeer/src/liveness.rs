@@ -183,12 +183,16 @@ impl Shared {
     /// had), deaths are still seen by reads and writes.
     pub(crate) fn watch(self: &Arc<Self>, socket: BorrowedFd<'_>) {
         let mut inner = self.lock();
-        if self.closed.load(Ordering::Relaxed) || self.latch.get().is_some() {
+        if self.closed.load(Ordering::Relaxed)
+            || self.latch.get().is_some()
+            || inner.socket.is_watching()
+        {
             return;
         }
         let target: Weak<dyn OnError> = Arc::downgrade(&(Arc::clone(self) as Arc<dyn OnError>));
-        if let Err(e) = inner.socket.watch(socket, target) {
-            trace::watch_failed(self.meta.peer_addr, &e);
+        match inner.socket.watch(socket, target) {
+            Ok(()) => trace::watch_started(),
+            Err(e) => trace::watch_failed(self.meta.peer_addr, &e),
         }
     }
 
@@ -262,9 +266,30 @@ impl Shared {
     /// wake every `dead()`, which then resolves to `None`.
     pub(crate) fn close(&self, open: Option<BorrowedFd<'_>>) {
         let mut inner = self.lock();
-        inner.socket.release(open);
+        // `close` runs twice when a stream is unwrapped (then its latch drops): count once.
+        if inner.socket.is_watching() {
+            inner.socket.release(open);
+            trace::watch_ended();
+        }
         self.closed.store(true, Ordering::Release);
         inner.waiters.wake_all();
+    }
+
+    /// What [`Connections`](crate::connections::Connections) shows of a connection: `None` once
+    /// the stream is gone; else its description, a fresh `TCP_INFO` (read under the lock, while
+    /// the socket is watched: the invariant of `WatchedFd`), and its death, if any.
+    pub(crate) fn view(&self) -> Option<(Meta, Option<TcpInfo>, Option<DeadPeer>)> {
+        let inner = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let info = inner.socket.with(|fd| sys::tcp_info(&fd).ok()).flatten();
+        Some((self.meta, info, self.latch.get().cloned()))
+    }
+
+    /// Whether the stream is gone (dropped or unwrapped).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn state(&self) -> State {
@@ -328,6 +353,12 @@ pub struct Liveness {
 impl Liveness {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
+    }
+
+    /// A reference to the shared state that does not keep it alive, for
+    /// [`Connections`](crate::connections::Connections).
+    pub(crate) fn downgrade(&self) -> Weak<Shared> {
+        Arc::downgrade(&self.shared)
     }
 
     /// Resolves when the connection is settled: `Some(DeadPeer)` when the kernel declares the

@@ -1,11 +1,15 @@
-//! The one place that emits deadpeer's events. Messages and fields are fixed so users can filter
-//! on them; see the guide. Nothing here installs a subscriber.
+//! The one place that reports: deadpeer's events (target `deadpeer`; messages and fields are
+//! fixed so users can filter on them, see the guide) and, through [`crate::metrics`] (feature
+//! `metrics`), its metrics. Nothing here installs a subscriber or a recorder.
+//!
+//! Addresses are split the OpenTelemetry way: `network.peer.address` (the IP) and
+//! `network.peer.port`, `network.local.address` and `network.local.port`; an unknown address
+//! leaves its fields out. Durations are numbers of seconds under a name ending in `_s`.
 #![cfg_attr(
     not(all(feature = "tracing", feature = "tokio")),
     allow(unused_variables, dead_code)
 )]
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,36 +17,15 @@ use std::time::Duration;
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
 
-/// Displays a duration as seconds with millisecond precision, `4.084s`, without allocating.
-struct Secs(Duration);
-
-impl fmt::Display for Secs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:.3}s", self.0.as_secs_f64())
-    }
+/// A duration as a number of seconds, to the millisecond (`4.078`): how the events carry
+/// durations, under a field name ending in `_s`.
+fn secs(d: Duration) -> f64 {
+    d.as_millis() as f64 / 1000.0
 }
 
-/// Displays an optional address, `-` when unknown.
-struct Addr(Option<SocketAddr>);
-
-impl fmt::Display for Addr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
-}
-
-struct OptPolicy<'a>(Option<&'a KeepalivePolicy>);
-
-impl fmt::Display for OptPolicy<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(p) => p.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
+/// `network.type` of an address: `ipv4` or `ipv6` (an IPv4-mapped address is already IPv4).
+fn network_type(addr: SocketAddr) -> &'static str {
+    if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
 /// The subscriber that was current where a connection started being watched, so that a death
@@ -63,25 +46,35 @@ impl Context {
 }
 
 /// WARN `dead peer detected`, in `context` when given (the reaper thread's report), else in the
-/// current one.
+/// current one; and the death's metrics.
 pub(crate) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
     #[cfg(feature = "tracing")]
     match context {
         Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)),
         None => emit_dead_peer(dead),
     }
+    #[cfg(feature = "metrics")]
+    crate::metrics::death(dead);
 }
 
 #[cfg(feature = "tracing")]
 fn emit_dead_peer(dead: &DeadPeer) {
+    let (peer, local) = (dead.peer_addr(), dead.local_addr());
     tracing::warn!(
-        peer.addr = %Addr(dead.peer_addr()),
-        local.addr = %Addr(dead.local_addr()),
-        cause = dead.cause().as_str(),
-        connected_for = %Secs(dead.connected_for()),
-        idle_for = %Secs(dead.idle_for().unwrap_or_default()),
-        policy = %OptPolicy(dead.policy().as_ref()),
-        errno = dead.raw_os_error().unwrap_or(0),
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+            "network.local.address" = local.map(|a| display(a.ip())),
+            "network.local.port" = local.map(|a| a.port()),
+            "network.transport" = "tcp",
+            "network.type" = peer.or(local).map(network_type),
+            "error.type" = dead.cause().as_str(),
+            connected_for_s = secs(dead.connected_for()),
+            idle_for_s = dead.idle_for().map(secs),
+            policy = dead.policy().map(display),
+            errno = dead.raw_os_error(),
+        },
         "dead peer detected"
     );
 }
@@ -94,20 +87,34 @@ pub(crate) fn keepalive_applied(
 ) {
     #[cfg(feature = "tracing")]
     tracing::debug!(
-        peer.addr = %Addr(peer),
-        idle = %Secs(policy.idle()),
-        interval = %Secs(policy.interval()),
-        probes = policy.probes(),
-        user_timeout = %policy.user_timeout(),
-        inherited,
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| tracing::field::display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+            idle_s = secs(policy.idle()),
+            interval_s = secs(policy.interval()),
+            probes = policy.probes(),
+            user_timeout = %policy.user_timeout(),
+            inherited,
+        },
         "keepalive applied"
     );
 }
 
-/// WARN `failed to apply keepalive`.
+/// WARN `failed to apply keepalive`; and its metric.
 pub(crate) fn apply_failed(peer: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
-    tracing::warn!(peer.addr = %Addr(peer), error = %error, "failed to apply keepalive");
+    tracing::warn!(
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| tracing::field::display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+            error = %error,
+        },
+        "failed to apply keepalive"
+    );
+    #[cfg(feature = "metrics")]
+    crate::metrics::apply_failed(error);
 }
 
 /// INFO `listener keepalive set`.
@@ -118,10 +125,14 @@ pub(crate) fn listener_set(
 ) {
     #[cfg(feature = "tracing")]
     tracing::info!(
-        local.addr = %Addr(local),
-        policy = %policy,
-        detection_bound = %Secs(policy.detection_bound()),
-        mode,
+        target: "deadpeer",
+        {
+            "network.local.address" = local.map(|a| tracing::field::display(a.ip())),
+            "network.local.port" = local.map(|a| a.port()),
+            policy = %policy,
+            detection_bound_s = secs(policy.detection_bound()),
+            mode,
+        },
         "listener keepalive set"
     );
 }
@@ -130,8 +141,12 @@ pub(crate) fn listener_set(
 pub(crate) fn not_inherited(local: Option<SocketAddr>, policy: &KeepalivePolicy) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        local.addr = %Addr(local),
-        policy = %policy,
+        target: "deadpeer",
+        {
+            "network.local.address" = local.map(|a| tracing::field::display(a.ip())),
+            "network.local.port" = local.map(|a| a.port()),
+            policy = %policy,
+        },
         "accepted socket did not inherit the listener's keepalive options; applying them per socket"
     );
 }
@@ -141,8 +156,12 @@ pub(crate) fn not_inherited(local: Option<SocketAddr>, policy: &KeepalivePolicy)
 pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        peer.addr = %Addr(peer),
-        error = %error,
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| tracing::field::display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+            error = %error,
+        },
         "cannot watch connection; dead() resolves only when a read or write sees the death"
     );
 }
@@ -151,7 +170,11 @@ pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
 pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
-        peer.addr = %Addr(peer),
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| tracing::field::display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+        },
         "wrapped connection has keepalive off; a silent peer on an idle connection is never \
          found (resets, and timeouts of unacknowledged data, still are); apply a KeepalivePolicy \
          (warned once per process)"
@@ -163,7 +186,15 @@ pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
 #[cfg(any(feature = "axum", feature = "rustls"))]
 pub(crate) fn accept_failed(local: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
-    tracing::error!(local.addr = %Addr(local), error = %error, "accept failed; retrying in 1s");
+    tracing::error!(
+        target: "deadpeer",
+        {
+            "network.local.address" = local.map(|a| tracing::field::display(a.ip())),
+            "network.local.port" = local.map(|a| a.port()),
+            error = %error,
+        },
+        "accept failed; retrying in 1s"
+    );
 }
 
 /// DEBUG when a TLS handshake fails or times out; the connection is dropped. DEBUG, not WARN: a
@@ -171,5 +202,99 @@ pub(crate) fn accept_failed(local: Option<SocketAddr>, error: &io::Error) {
 #[cfg(feature = "rustls")]
 pub(crate) fn tls_handshake_failed(peer: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
-    tracing::debug!(peer.addr = %Addr(peer), error = %error, "tls handshake failed");
+    tracing::debug!(
+        target: "deadpeer",
+        {
+            "network.peer.address" = peer.map(|a| tracing::field::display(a.ip())),
+            "network.peer.port" = peer.map(|a| a.port()),
+            error = %error,
+        },
+        "tls handshake failed"
+    );
+}
+
+/// Which side opened a connection that deadpeer put under a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Accepted: by a `KeepaliveListener`, or handed to a `ReapLayer`.
+    Inbound,
+    /// Opened: by `deadpeer::connect`, or by a connector under a `KeepaliveLayer`.
+    Outbound,
+}
+
+/// A connection was put under a policy (no event: `keepalive applied` says it at DEBUG).
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+pub(crate) fn connection_opened(direction: Direction) {
+    #[cfg(feature = "metrics")]
+    crate::metrics::connection_opened(direction);
+}
+
+/// A connection started being watched (its first `liveness()`): no event.
+pub(crate) fn watch_started() {
+    #[cfg(feature = "metrics")]
+    crate::metrics::watch_started();
+}
+
+/// A watched connection's stream was dropped or unwrapped: no event.
+pub(crate) fn watch_ended() {
+    #[cfg(feature = "metrics")]
+    crate::metrics::watch_ended();
+}
+
+#[cfg(all(test, feature = "tracing", feature = "tokio"))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Cause;
+
+    /// The fields of `dead peer detected`, as a JSON pipeline receives them: addresses split,
+    /// the cause as `error.type`, durations as numbers of seconds; unknown values left out.
+    #[test]
+    fn a_death_has_opentelemetry_fields_and_a_stable_target() {
+        let (events, _guard) = deadpeer_testkit::events::capture();
+        let dead = DeadPeer::new(
+            Cause::KeepaliveTimeout,
+            Some("[fd00::2]:7000".parse().unwrap()),
+            Some("10.0.0.1:41000".parse().unwrap()),
+            Duration::from_millis(4078),
+            Some(Duration::from_millis(4080)),
+            Some(KeepalivePolicy::FAST),
+            Some(libc::ETIMEDOUT),
+        );
+        dead_peer_detected(&dead, None);
+        let unknown = DeadPeer::new(Cause::Reset, None, None, Duration::ZERO, None, None, None);
+        dead_peer_detected(&unknown, None);
+
+        let got = events.with_message("dead peer detected");
+        assert_eq!(got.len(), 2, "{:#?}", events.all());
+        let e = &got[0].fields;
+        assert_eq!(got[0].target, "deadpeer");
+        assert_eq!(e["network.peer.address"], "fd00::2");
+        assert_eq!(e["network.peer.port"], "7000");
+        assert_eq!(e["network.local.address"], "10.0.0.1");
+        assert_eq!(e["network.local.port"], "41000");
+        assert_eq!(e["network.transport"], "tcp");
+        assert_eq!(e["network.type"], "ipv6");
+        assert_eq!(e["error.type"], "keepalive_timeout");
+        assert_eq!(e["connected_for_s"], "4.078");
+        assert_eq!(e["idle_for_s"], "4.08");
+        assert_eq!(e["policy"], KeepalivePolicy::FAST.to_string());
+        assert_eq!(e["errno"], libc::ETIMEDOUT.to_string());
+
+        let e = &got[1].fields;
+        for absent in [
+            "network.peer.address",
+            "network.peer.port",
+            "network.local.address",
+            "network.type",
+            "idle_for_s",
+            "policy",
+            "errno",
+        ] {
+            assert!(!e.contains_key(absent), "{absent} in {e:#?}");
+        }
+        assert_eq!(e["error.type"], "reset");
+        assert_eq!(e["connected_for_s"], "0.0");
+    }
 }

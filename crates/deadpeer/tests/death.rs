@@ -59,7 +59,19 @@ async fn blackhole_on_idle_socket_is_keepalive_timeout_latched_and_announced_onc
     assert_latched_everywhere(&mut client, &liveness, &dead).await;
     assert_one_event(&events, &dead);
     let e = &events.with_message("dead peer detected")[0];
-    assert_eq!(e.fields["peer.addr"], format!("{}:7101", lab.server_addr()));
+    assert_eq!(
+        e.fields["network.peer.address"],
+        lab.server_addr().to_string()
+    );
+    assert_eq!(e.fields["network.peer.port"], "7101");
+    assert_eq!(
+        e.fields["network.local.address"],
+        lab.client_addr().to_string()
+    );
+    assert_eq!(
+        e.fields["connected_for_s"],
+        format!("{:?}", dead.connected_for().as_millis() as f64 / 1000.0)
+    );
     assert_eq!(e.fields["policy"], p.to_string());
 }
 

@@ -73,9 +73,11 @@ async fn blackhole_on_an_idle_ipv6_socket_is_keepalive_timeout() {
     assert_one_event(&events, &dead);
     let event = &events.with_message("dead peer detected")[0];
     assert_eq!(
-        event.fields["peer.addr"],
-        format!("[{}]:7601", lab.server_addr_for(Family::V6))
+        event.fields["network.peer.address"],
+        lab.server_addr_for(Family::V6).to_string()
     );
+    assert_eq!(event.fields["network.peer.port"], "7601");
+    assert_eq!(event.fields["network.type"], "ipv6");
 }
 
 #[tokio::test(flavor = "current_thread")]

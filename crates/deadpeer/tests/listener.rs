@@ -27,7 +27,16 @@ async fn inherited_policy_catches_a_blackholed_client_without_setsockopt_per_acc
     assert_eq!(set.len(), 1);
     assert_eq!(set[0].fields["mode"], "inherit");
     assert_eq!(set[0].fields["policy"], p.to_string());
-    assert_eq!(set[0].fields["local.addr"], addr.to_string());
+    assert_eq!(set[0].target, "deadpeer");
+    assert_eq!(
+        set[0].fields["network.local.address"],
+        addr.ip().to_string()
+    );
+    assert_eq!(set[0].fields["network.local.port"], addr.port().to_string());
+    assert_eq!(
+        set[0].fields["detection_bound_s"],
+        format!("{:?}", p.detection_bound().as_secs_f64())
+    );
 
     let mut client = lab.client().tokio_connect(addr).await.unwrap();
     let (mut server, peer) = listener.accept().await.unwrap();

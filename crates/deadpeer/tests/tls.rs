@@ -258,7 +258,7 @@ async fn axum_over_tls_gives_handlers_the_address_and_liveness() {
     );
     let detected = events.with_message("dead peer detected");
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
-    assert_eq!(detected[0].fields["cause"], "keepalive_timeout");
+    assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
     drop(tls);
 }
 

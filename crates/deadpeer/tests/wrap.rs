@@ -29,5 +29,12 @@ async fn wrapping_a_socket_with_keepalive_off_warns_once() {
         .collect();
     assert_eq!(warned.len(), 1, "{warned:#?}");
     assert_eq!(warned[0].level, tracing::Level::WARN);
-    assert_eq!(warned[0].fields["peer.addr"], addr.to_string());
+    assert_eq!(
+        warned[0].fields["network.peer.address"],
+        addr.ip().to_string()
+    );
+    assert_eq!(
+        warned[0].fields["network.peer.port"],
+        addr.port().to_string()
+    );
 }

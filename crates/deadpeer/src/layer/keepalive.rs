@@ -8,7 +8,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{BoxError, KeepaliveIo, Settings};
+use crate::connections::Connections;
 use crate::policy::KeepalivePolicy;
+use crate::trace::Direction;
 
 /// Applies a [`KeepalivePolicy`] to every connection a connector makes, and wraps each one so a
 /// dead server surfaces as a [`DeadPeer`](crate::DeadPeer).
@@ -21,22 +23,33 @@ use crate::policy::KeepalivePolicy;
 ///
 /// A `setsockopt` failure is logged at WARN (`failed to apply keepalive`) and the connection is
 /// kept, without a policy; with [`strict`](Self::strict) it is an error of the connector.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct KeepaliveLayer {
     settings: Settings,
+    connections: Option<Connections>,
 }
 
 impl KeepaliveLayer {
     /// A layer applying `policy`.
     pub fn new(policy: KeepalivePolicy) -> Self {
         Self {
-            settings: Settings::new(policy),
+            settings: Settings::new(policy, Direction::Outbound),
+            connections: None,
         }
     }
 
     /// Makes a failed `setsockopt` an error instead of a WARN.
     pub fn strict(mut self, strict: bool) -> Self {
         self.settings.strict = strict;
+        self
+    }
+
+    /// Tracks every connection in `connections`, for
+    /// [`Connections::snapshot`](crate::connections::Connections::snapshot): each is then
+    /// watched from the start (as by [`liveness`](crate::KeepaliveStream::liveness)). Without
+    /// it, connecting costs nothing more.
+    pub fn track(mut self, connections: &Connections) -> Self {
+        self.connections = Some(connections.clone());
         self
     }
 }
@@ -48,6 +61,7 @@ impl<S> Layer<S> for KeepaliveLayer {
         Keepalive {
             inner,
             settings: self.settings,
+            connections: self.connections.clone(),
         }
     }
 }
@@ -57,6 +71,7 @@ impl<S> Layer<S> for KeepaliveLayer {
 pub struct Keepalive<S> {
     inner: S,
     settings: Settings,
+    connections: Option<Connections>,
 }
 
 impl<S> Keepalive<S> {
@@ -105,6 +120,7 @@ where
             state: State::Connecting {
                 inner: self.inner.call(request),
                 settings: self.settings,
+                connections: self.connections.clone(),
             },
         }
     }
@@ -123,7 +139,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     #[derive(Debug)]
     enum State<F> {
-        Connecting { #[pin] inner: F, settings: Settings },
+        Connecting { #[pin] inner: F, settings: Settings, connections: Option<Connections> },
         Done,
     }
 }
@@ -141,13 +157,22 @@ where
     /// When polled again after it completed.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        let StateProj::Connecting { inner, settings } = state.as_mut().project() else {
+        let StateProj::Connecting {
+            inner,
+            settings,
+            connections,
+        } = state.as_mut().project()
+        else {
             panic!("deadpeer::layer::keepalive::ResponseFuture polled after completion");
         };
         let settings = *settings;
         let conn = ready!(inner.poll(cx));
+        let connections = connections.take();
         state.set(State::Done);
-        let conn = conn.map_err(Into::into)?;
-        Poll::Ready(conn.wrap(settings).map_err(Into::into))
+        let wrapped = conn.map_err(Into::into)?.wrap(settings)?;
+        if let Some(connections) = connections {
+            connections.register(&T::liveness(&wrapped));
+        }
+        Poll::Ready(Ok(wrapped))
     }
 }

@@ -59,7 +59,7 @@ pub use self::reap::{Reap, ReapLayer};
 use crate::liveness::Liveness;
 use crate::policy::KeepalivePolicy;
 use crate::stream::{KeepaliveStream, addrs, apply_logged};
-use crate::trace;
+use crate::trace::{self, Direction};
 
 /// The error type of the layers: the inner service's error or a [`DeadPeer`](crate::DeadPeer),
 /// boxed, as tower-http does. Recover the `DeadPeer` with [`DeadPeer::find`](crate::DeadPeer::find).
@@ -101,14 +101,17 @@ mod sealed {
         pub(crate) policy: KeepalivePolicy,
         pub(crate) strict: bool,
         pub(crate) inherited: bool,
+        /// Which side the connections are (for the metrics).
+        pub(crate) direction: Direction,
     }
 
     impl Settings {
-        pub(crate) fn new(policy: KeepalivePolicy) -> Self {
+        pub(crate) fn new(policy: KeepalivePolicy, direction: Direction) -> Self {
             Self {
                 policy,
                 strict: false,
                 inherited: false,
+                direction,
             }
         }
 
@@ -121,6 +124,9 @@ mod sealed {
             } else {
                 apply_logged(&tcp, self.policy, peer, self.strict)?
             };
+            if policy.is_some() {
+                trace::connection_opened(self.direction);
+            }
             Ok(KeepaliveStream::from_parts(tcp, peer, local, policy))
         }
     }
@@ -183,7 +189,7 @@ mod tests {
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let calls = sys::debug_apply_calls_on_this_thread();
-        let mut settings = Settings::new(KeepalivePolicy::CLOUD);
+        let mut settings = Settings::new(KeepalivePolicy::CLOUD, Direction::Inbound);
         settings.strict = true;
         let same = stream.wrap(settings).unwrap();
         assert_eq!(sys::debug_apply_calls_on_this_thread(), calls);

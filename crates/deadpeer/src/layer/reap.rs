@@ -8,8 +8,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{BoxError, KeepaliveIo, Settings};
+use crate::connections::Connections;
 use crate::liveness::Dead;
 use crate::policy::KeepalivePolicy;
+use crate::trace::Direction;
 
 /// Reaps per-connection services whose client died.
 ///
@@ -21,16 +23,18 @@ use crate::policy::KeepalivePolicy;
 /// dead, the inner future is dropped on the spot, even if it is blocked on something other than
 /// the socket, and the call fails with the [`DeadPeer`](crate::DeadPeer). The event is emitted
 /// once. Watching costs no extra descriptor: one epoll registration of the connection's socket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReapLayer {
     settings: Settings,
+    connections: Option<Connections>,
 }
 
 impl ReapLayer {
     /// A layer applying `policy` to each connection.
     pub fn new(policy: KeepalivePolicy) -> Self {
         Self {
-            settings: Settings::new(policy),
+            settings: Settings::new(policy, Direction::Inbound),
+            connections: None,
         }
     }
 
@@ -47,6 +51,14 @@ impl ReapLayer {
         self.settings.strict = strict;
         self
     }
+
+    /// Tracks every connection in `connections`, for
+    /// [`Connections::snapshot`](crate::connections::Connections::snapshot). The layer watches
+    /// each connection anyway, so tracking adds only the registry's lock and push.
+    pub fn track(mut self, connections: &Connections) -> Self {
+        self.connections = Some(connections.clone());
+        self
+    }
 }
 
 impl<S> Layer<S> for ReapLayer {
@@ -56,6 +68,7 @@ impl<S> Layer<S> for ReapLayer {
         Reap {
             inner,
             settings: self.settings,
+            connections: self.connections.clone(),
         }
     }
 }
@@ -65,6 +78,7 @@ impl<S> Layer<S> for ReapLayer {
 pub struct Reap<S> {
     inner: S,
     settings: Settings,
+    connections: Option<Connections>,
 }
 
 impl<S> Reap<S> {
@@ -111,7 +125,11 @@ where
     fn call(&mut self, io: IO) -> Self::Future {
         let state = match io.wrap(self.settings) {
             Ok(conn) => {
-                let dead = IO::liveness(&conn).dead();
+                let liveness = IO::liveness(&conn);
+                if let Some(connections) = &self.connections {
+                    connections.register(&liveness);
+                }
+                let dead = liveness.dead();
                 State::Running {
                     inner: self.inner.call(conn),
                     dead: Some(dead),

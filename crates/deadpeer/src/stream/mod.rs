@@ -417,6 +417,7 @@ async fn connect_one(addr: SocketAddr, policy: KeepalivePolicy) -> io::Result<Ke
         stream.local_addr().ok().map(canonical),
     );
     trace::keepalive_applied(peer, &policy, false);
+    trace::connection_opened(trace::Direction::Outbound);
     Ok(KeepaliveStream::from_parts(
         stream,
         peer,

@@ -76,6 +76,12 @@ impl WatchedFd {
         Ok(())
     }
 
+    /// Whether a socket is registered (between a successful [`watch`](Self::watch) and
+    /// [`release`](Self::release)).
+    pub(crate) fn is_watching(&self) -> bool {
+        self.fd >= 0
+    }
+
     /// Runs `f` on the socket, or returns `None` once released (or if never watched).
     pub(crate) fn with<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
         if self.fd < 0 {
@@ -304,8 +310,12 @@ mod tests {
         drop(server);
         assert!(wait_for(&count, 1), "the reset was not reported");
         assert_eq!(w.with(|fd| fd.as_raw_fd()), Some(client.as_raw_fd()));
+        assert!(w.is_watching());
         w.release(Some(client.as_fd()));
         assert_eq!(w.with(|_| ()), None);
+        assert!(!w.is_watching());
+        w.release(None);
+        assert!(!w.is_watching(), "a second release is a no-op");
     }
 
     /// The invariant behind `with`: once released, a slot never reaches its old watcher, even

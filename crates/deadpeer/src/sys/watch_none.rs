@@ -28,6 +28,10 @@ impl WatchedFd {
         ))
     }
 
+    pub(crate) fn is_watching(&self) -> bool {
+        false
+    }
+
     pub(crate) fn with<R>(&self, _f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
         None
     }

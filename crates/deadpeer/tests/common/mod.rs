@@ -99,21 +99,37 @@ pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
     assert_eq!(detected.len(), 1, "{dead}: {:#?}", events.all());
     let e = &detected[0];
     assert_eq!(e.level, tracing::Level::WARN);
+    assert_eq!(e.target, "deadpeer");
     for field in [
-        "peer.addr",
-        "local.addr",
-        "cause",
-        "connected_for",
-        "idle_for",
+        "network.peer.address",
+        "network.peer.port",
+        "network.local.address",
+        "network.local.port",
+        "network.transport",
+        "network.type",
+        "error.type",
+        "connected_for_s",
+        "idle_for_s",
         "policy",
         "errno",
     ] {
         assert!(e.fields.contains_key(field), "missing {field} in {e:#?}");
     }
-    assert_eq!(e.fields["cause"], dead.cause().as_str());
+    assert_eq!(e.fields["error.type"], dead.cause().as_str());
+    assert_eq!(e.fields["network.transport"], "tcp");
+    let peer = dead.peer_addr().expect("a lab connection knows its peer");
+    assert_eq!(e.fields["network.peer.address"], peer.ip().to_string());
+    assert_eq!(e.fields["network.peer.port"], peer.port().to_string());
+    let ip = if peer.is_ipv4() { "ipv4" } else { "ipv6" };
+    assert_eq!(e.fields["network.type"], ip);
+    let seconds = |d: Duration| format!("{:?}", d.as_millis() as f64 / 1000.0);
+    assert_eq!(e.fields["connected_for_s"], seconds(dead.connected_for()));
+    if let Some(idle) = dead.idle_for() {
+        assert_eq!(e.fields["idle_for_s"], seconds(idle));
+    }
     assert_eq!(
         e.fields["errno"],
-        dead.raw_os_error().unwrap_or(0).to_string()
+        dead.raw_os_error().expect("an errno").to_string()
     );
 }
 

@@ -1,0 +1,230 @@
+//! Metrics (feature `metrics`), through the [`metrics`](https://docs.rs/metrics) facade: deaths by
+//! cause, watched connections now, connections put under a policy, and failures to apply one.
+//!
+//! deadpeer installs no recorder. Install the one your service already exports with (for
+//! Prometheus, `metrics-exporter-prometheus`; for OpenTelemetry, a `metrics` → OTLP bridge):
+//! until one is installed every call below costs a thread-local read and an atomic load. Call
+//! [`describe`] once after installing it, so that the exporter knows each metric's unit and
+//! description.
+//!
+//! # The metrics
+//!
+//! Names follow OpenTelemetry's conventions: dotted, the unit in the metric's metadata (a
+//! Prometheus exporter with its recommended naming shows `deadpeer.dead_connections` as
+//! `deadpeer_dead_connections_total` and `deadpeer.dead_connection.duration` as
+//! `deadpeer_dead_connection_duration_seconds`), and the cause of a failure under `error.type`.
+//! Every label takes a bounded set of values: no address, port or policy is ever a label.
+//!
+//! | name | type | unit | labels | moves when |
+//! |---|---|---|---|---|
+//! | [`deadpeer.dead_connections`](DEAD_CONNECTIONS) | counter | `{connection}` | `error.type` | +1 when the kernel declares a peer dead: once per connection, when `dead peer detected` is emitted |
+//! | [`deadpeer.dead_connection.duration`](DEAD_CONNECTION_DURATION) | histogram | `s` | `error.type` | records, at the same moment, how long the connection had been open ([`DeadPeer::connected_for`]) |
+//! | [`deadpeer.dead_connection.idle_duration`](DEAD_CONNECTION_IDLE_DURATION) | histogram | `s` | `error.type` | records, at the same moment, how long the peer had sent no data ([`DeadPeer::idle_for`]; not recorded where `TCP_INFO` is unavailable) |
+//! | [`deadpeer.watched_connections`](WATCHED_CONNECTIONS) | gauge | `{connection}` | — | +1 when a connection starts being watched (its first [`liveness()`](crate::KeepaliveStream::liveness), which a `ReapLayer`, axum's `ConnectInfo<Liveness>` and [`Connections`](crate::connections::Connections) also take); −1 when its stream is dropped or unwrapped. A dead connection counts until the application drops it |
+//! | [`deadpeer.opened_connections`](OPENED_CONNECTIONS) | counter | `{connection}` | `direction` | +1 for each connection put under its policy: `inbound` when a [`KeepaliveListener`](crate::KeepaliveListener) accepts it or a `ReapLayer` wraps a `TcpStream`, `outbound` when [`connect`](crate::connect) or a connector under a `KeepaliveLayer` opens it. A connection whose policy could not be applied is not counted here but below; [`KeepaliveStream::new`](crate::KeepaliveStream::new) and `wrap` count nothing (deadpeer does not know the side) |
+//! | [`deadpeer.keepalive.apply_failures`](APPLY_FAILURES) | counter | `{failure}` | `error.type` | +1 when a `setsockopt` of the policy fails on a connection, when `failed to apply keepalive` is emitted (the connection is kept, or dropped in strict mode) |
+//!
+//! Label values:
+//!
+//! - `error.type` of a death: [`Cause::as_str`](crate::Cause::as_str): `keepalive_timeout`,
+//!   `retransmit_timeout`, `stalled`, `reset`, `unreachable`, `refused`, `aborted`.
+//! - `error.type` of an apply failure: the [`std::io::ErrorKind`] in snake case
+//!   (`invalid_input` for a socket that is not TCP, `permission_denied`, `not_connected`,
+//!   `out_of_memory`, `unsupported`), or `_OTHER`, OpenTelemetry's value for anything else.
+//! - `direction`: `inbound` or `outbound`.
+//!
+//! The histograms' buckets are the exporter's to choose; [`DURATION_BUCKETS`] suits both.
+//!
+//! # Threads and recorders
+//!
+//! A death seen by a read or a write is counted on the application's thread, and one seen by
+//! deadpeer's reaper thread (nothing was reading) is counted there: install the recorder
+//! globally (`metrics::set_global_recorder`, or the exporter's `install`), not only as a
+//! thread-local one.
+//!
+//! # Example
+//!
+//! The `metrics_prometheus` example serves `/metrics` for an axum server under a
+//! `KeepaliveListener`, makes a client die in a network-namespace lab, and prints its own
+//! `/metrics` lines:
+//!
+//! ```text
+//! deadpeer_dead_connections_total{error_type="keepalive_timeout"} 1
+//! deadpeer_watched_connections 0
+//! ```
+#![cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+
+use std::io;
+
+use ::metrics::{Key, Label, Level, Metadata, Unit};
+
+use crate::error::DeadPeer;
+use crate::trace::Direction;
+
+/// Counter of connections whose peer the kernel declared dead, by `error.type` (the cause).
+pub const DEAD_CONNECTIONS: &str = "deadpeer.dead_connections";
+/// Histogram, in seconds, of how long a connection had been open when its peer was declared
+/// dead, by `error.type`.
+pub const DEAD_CONNECTION_DURATION: &str = "deadpeer.dead_connection.duration";
+/// Histogram, in seconds, of how long the peer had sent no data when it was declared dead, by
+/// `error.type`.
+pub const DEAD_CONNECTION_IDLE_DURATION: &str = "deadpeer.dead_connection.idle_duration";
+/// Gauge of the connections watched now (from their first `liveness()` until their stream is
+/// dropped).
+pub const WATCHED_CONNECTIONS: &str = "deadpeer.watched_connections";
+/// Counter of connections put under a policy, by `direction`.
+pub const OPENED_CONNECTIONS: &str = "deadpeer.opened_connections";
+/// Counter of failures to apply a policy to a connection, by `error.type`.
+pub const APPLY_FAILURES: &str = "deadpeer.keepalive.apply_failures";
+
+/// The label naming a death's cause or a failure's kind (OpenTelemetry's `error.type`).
+pub const ERROR_TYPE: &str = "error.type";
+/// The label of [`OPENED_CONNECTIONS`]: `inbound` or `outbound`.
+pub const DIRECTION: &str = "direction";
+
+/// Histogram buckets, in seconds, for [`DEAD_CONNECTION_DURATION`] and
+/// [`DEAD_CONNECTION_IDLE_DURATION`]: from the fastest policies' bounds (a few seconds) to a day.
+///
+/// ```
+/// # fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+///
+/// let builder = PrometheusBuilder::new().set_buckets_for_metric(
+///     Matcher::Prefix("deadpeer.dead_connection.".into()),
+///     deadpeer::metrics::DURATION_BUCKETS,
+/// )?;
+/// # let _ = builder; Ok(()) }
+/// ```
+pub const DURATION_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+];
+
+/// Gives the installed recorder each metric's unit and description (`# HELP` lines, and unit
+/// suffixes where the exporter adds them). Call it once, after installing the recorder; without
+/// it the metrics are still recorded.
+pub fn describe() {
+    ::metrics::describe_counter!(
+        DEAD_CONNECTIONS,
+        Unit::Count,
+        "Connections whose peer the kernel declared dead, by cause (error.type)."
+    );
+    ::metrics::describe_histogram!(
+        DEAD_CONNECTION_DURATION,
+        Unit::Seconds,
+        "How long a connection had been open when its peer was declared dead, by cause (error.type)."
+    );
+    ::metrics::describe_histogram!(
+        DEAD_CONNECTION_IDLE_DURATION,
+        Unit::Seconds,
+        "How long the peer had sent no data when it was declared dead, by cause (error.type)."
+    );
+    ::metrics::describe_gauge!(
+        WATCHED_CONNECTIONS,
+        Unit::Count,
+        "Connections watched for a dead peer now (from their first liveness() until their stream is dropped)."
+    );
+    ::metrics::describe_counter!(
+        OPENED_CONNECTIONS,
+        Unit::Count,
+        "Connections put under a keepalive policy, by direction (inbound: accepted, outbound: connected)."
+    );
+    ::metrics::describe_counter!(
+        APPLY_FAILURES,
+        Unit::Count,
+        "Failures to apply a keepalive policy to a connection, by error.type."
+    );
+}
+
+/// Where deadpeer's metrics come from, for recorders that filter on it.
+static METADATA: Metadata<'static> = Metadata::new("deadpeer", Level::INFO, Some(module_path!()));
+
+static WATCHED: Key = Key::from_static_name(WATCHED_CONNECTIONS);
+static INBOUND_LABEL: [Label; 1] = [Label::from_static_parts(DIRECTION, "inbound")];
+static OUTBOUND_LABEL: [Label; 1] = [Label::from_static_parts(DIRECTION, "outbound")];
+static OPENED_INBOUND: Key = Key::from_static_parts(OPENED_CONNECTIONS, &INBOUND_LABEL);
+static OPENED_OUTBOUND: Key = Key::from_static_parts(OPENED_CONNECTIONS, &OUTBOUND_LABEL);
+
+/// A key with the one label `error.type` (a death or a failure: rare, so built each time).
+fn by_error_type(name: &'static str, error_type: &'static str) -> Key {
+    Key::from_parts(name, vec![Label::from_static_parts(ERROR_TYPE, error_type)])
+}
+
+/// The death's counter and histograms.
+pub(crate) fn death(dead: &DeadPeer) {
+    let cause = dead.cause().as_str();
+    ::metrics::with_recorder(|r| {
+        r.register_counter(&by_error_type(DEAD_CONNECTIONS, cause), &METADATA)
+            .increment(1);
+        r.register_histogram(&by_error_type(DEAD_CONNECTION_DURATION, cause), &METADATA)
+            .record(dead.connected_for().as_secs_f64());
+        if let Some(idle) = dead.idle_for() {
+            r.register_histogram(
+                &by_error_type(DEAD_CONNECTION_IDLE_DURATION, cause),
+                &METADATA,
+            )
+            .record(idle.as_secs_f64());
+        }
+    });
+}
+
+pub(crate) fn apply_failed(error: &io::Error) {
+    let key = by_error_type(APPLY_FAILURES, io_error_type(error));
+    ::metrics::with_recorder(|r| r.register_counter(&key, &METADATA).increment(1));
+}
+
+pub(crate) fn connection_opened(direction: Direction) {
+    let key = match direction {
+        Direction::Inbound => &OPENED_INBOUND,
+        Direction::Outbound => &OPENED_OUTBOUND,
+    };
+    ::metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
+}
+
+pub(crate) fn watch_started() {
+    ::metrics::with_recorder(|r| r.register_gauge(&WATCHED, &METADATA).increment(1.0));
+}
+
+pub(crate) fn watch_ended() {
+    ::metrics::with_recorder(|r| r.register_gauge(&WATCHED, &METADATA).decrement(1.0));
+}
+
+/// `error.type` of an I/O error: a fixed set of names, so the label stays bounded.
+fn io_error_type(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::InvalidInput => "invalid_input",
+        io::ErrorKind::PermissionDenied => "permission_denied",
+        io::ErrorKind::NotConnected => "not_connected",
+        io::ErrorKind::OutOfMemory => "out_of_memory",
+        io::ErrorKind::Unsupported => "unsupported",
+        _ => "_OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_types_are_bounded_names() {
+        let not_tcp = io::Error::new(io::ErrorKind::InvalidInput, "not a TCP socket");
+        assert_eq!(io_error_type(&not_tcp), "invalid_input");
+        assert_eq!(
+            io_error_type(&io::Error::from_raw_os_error(libc::EPERM)),
+            "permission_denied"
+        );
+        assert_eq!(
+            io_error_type(&io::Error::from_raw_os_error(libc::EBADF)),
+            "_OTHER"
+        );
+    }
+
+    #[test]
+    fn static_keys_carry_their_label() {
+        let labels: Vec<_> = OPENED_INBOUND
+            .labels()
+            .map(|l| (l.key(), l.value()))
+            .collect();
+        assert_eq!(OPENED_INBOUND.name(), OPENED_CONNECTIONS);
+        assert_eq!(labels, [(DIRECTION, "inbound")]);
+    }
+}
