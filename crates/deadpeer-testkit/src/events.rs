@@ -5,10 +5,10 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let (events, _guard) = deadpeer_testkit::events::capture();
-//! tracing::warn!(cause = "keepalive_timeout", "dead peer detected");
+//! tracing::warn!(error.type = "keepalive_timeout", "dead peer detected");
 //! let dead = events.with_message("dead peer detected");
 //! assert_eq!(dead.len(), 1);
-//! assert_eq!(dead[0].fields["cause"], "keepalive_timeout");
+//! assert_eq!(dead[0].fields["error.type"], "keepalive_timeout");
 //! # }
 //! ```
 
