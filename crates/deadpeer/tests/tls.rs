@@ -21,11 +21,16 @@ use deadpeer_testkit::{dies_within_bound, lab_or_skip};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// A self-signed certificate for `localhost`, made at run time, and both ends' configs.
+/// The cross-crate tests' self-signed certificate (rcgen, made at run time) and rustls configs,
+/// shared rather than copied.
+#[path = "../../../tests/tests/tls_certs/mod.rs"]
+mod tls_certs;
+
+/// A certificate for `localhost`, the server's config and a client connector.
 struct Certs {
     server: Arc<ServerConfig>,
     client: TlsConnector,
@@ -33,21 +38,10 @@ struct Certs {
 
 impl Certs {
     fn new() -> Self {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let cert = certified.cert.der().clone();
-        let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
-        let server = ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.clone()], key.into())
-            .unwrap();
-        let mut roots = RootCertStore::empty();
-        roots.add(cert).unwrap();
-        let client = ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let certs = tls_certs::Certs::new(&["localhost".into()]);
         Self {
-            server: Arc::new(server),
-            client: TlsConnector::from(Arc::new(client)),
+            server: certs.server,
+            client: TlsConnector::from(Arc::new(certs.client)),
         }
     }
 
