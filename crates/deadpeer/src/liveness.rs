@@ -200,14 +200,17 @@ impl Shared {
     /// latched death, a new one (latched, announced, and every waiter woken), or `None` while
     /// the kernel keeps the connection open. `shut_down` says the application shut down its
     /// write side, which makes `EPIPE` its own doing.
+    /// `known` is a `TCP_INFO` the caller already read showing state `CLOSE` (final: it no longer
+    /// changes); `None` reads it here, under the lock.
     pub(crate) fn verdict(
         &self,
         socket: BorrowedFd<'_>,
         seen: Option<i32>,
         shut_down: bool,
+        known: Option<TcpInfo>,
     ) -> Option<DeadPeer> {
         let mut inner = self.lock();
-        self.judge(&mut inner.waiters, socket, seen, shut_down, false)
+        self.judge(&mut inner.waiters, socket, seen, shut_down, known, false)
     }
 
     fn judge(
@@ -216,12 +219,13 @@ impl Shared {
         socket: BorrowedFd<'_>,
         seen: Option<i32>,
         shut_down: bool,
+        known: Option<TcpInfo>,
         from_reaper: bool,
     ) -> Option<DeadPeer> {
         if let Some(dead) = self.latch.get() {
             return Some(dead.clone());
         }
-        let info = sys::tcp_info(&socket).ok();
+        let info = known.or_else(|| sys::tcp_info(&socket).ok());
         if info.is_some_and(|i| i.state != TcpInfo::CLOSE) {
             return None;
         }
@@ -317,7 +321,7 @@ impl OnError for Shared {
         let mut guard = self.lock();
         let Inner { socket, waiters } = &mut *guard;
         // Released: the stream is gone, and so is the socket.
-        socket.with(|fd| self.judge(waiters, fd, None, false, true));
+        socket.with(|fd| self.judge(waiters, fd, None, false, None, true));
     }
 }
 

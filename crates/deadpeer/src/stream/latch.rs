@@ -81,14 +81,18 @@ impl Latch {
         if let Some(dead) = self.latched() {
             return Some(dead.clone());
         }
-        // Allocate the shared state only for a connection the kernel closed.
-        if self.shared.get().is_none()
-            && sys::tcp_info(socket).is_ok_and(|i| i.state != TcpInfo::CLOSE)
-        {
-            return None;
-        }
+        // Allocate the shared state only for a connection the kernel closed. A closed socket's
+        // `TCP_INFO` no longer changes, so the read here is the one the verdict uses.
+        let known = match self.shared.get() {
+            Some(_) => None,
+            None => match sys::tcp_info(socket) {
+                Ok(info) if info.state != TcpInfo::CLOSE => return None,
+                info => info.ok(),
+            },
+        };
         let shut_down = self.shut_down.load(Ordering::Relaxed);
-        self.shared().verdict(socket.as_fd(), seen, shut_down)
+        self.shared()
+            .verdict(socket.as_fd(), seen, shut_down, known)
     }
 
     /// Ends the watch: `open` is the socket when it lives on, unwrapped.
