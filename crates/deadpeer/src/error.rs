@@ -359,7 +359,7 @@ impl From<DeadPeer> for io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn sample() -> DeadPeer {
@@ -401,8 +401,9 @@ mod tests {
         );
     }
 
+    /// An error that wraps an `io::Error` as its `source`, as hyper's and reqwest's errors do.
     #[derive(Debug)]
-    struct Outer(io::Error);
+    pub(crate) struct Outer(pub(crate) io::Error);
     impl fmt::Display for Outer {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("outer")

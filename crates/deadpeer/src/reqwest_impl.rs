@@ -267,18 +267,7 @@ fn find_in(err: &(dyn Error + 'static)) -> Option<PeerDeath> {
 mod tests {
     use super::*;
 
-    #[derive(Debug)]
-    struct Outer(io::Error);
-    impl fmt::Display for Outer {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("outer")
-        }
-    }
-    impl Error for Outer {
-        fn source(&self) -> Option<&(dyn Error + 'static)> {
-            Some(&self.0)
-        }
-    }
+    use crate::error::tests::Outer;
 
     #[test]
     fn every_errno_of_the_table_maps_as_the_library_does() {
