@@ -8,6 +8,7 @@ use deadpeer::{KeepalivePolicy, SocketKeepalive, TcpInfo};
 use serde::Serialize;
 
 use crate::error::CliError;
+use crate::lints::{self, Keepalive, Lint, Release, Subject};
 use crate::output::{Out, bound, human, outln, user_timeout};
 use crate::parse::{self, Target};
 
@@ -21,8 +22,11 @@ Examples:
   deadpeer check db.internal:5432 --policy 60:10:6 --timeout 2s
   deadpeer check 127.0.0.1:8080 --json
 
+The values read back, and the running kernel's version, are checked for the known traps (see
+deadpeer plan --help); each warning names the value, why it bites, the source and the fix.
+
 Exits 1 when the connection fails or a value read back differs from the policy, 2 on a malformed
-target or policy.")]
+target or policy, 3 with --strict when there is a warning; a warning alone exits 0.")]
 pub(crate) struct Args {
     // The help is an attribute, not a doc comment: rustdoc would read `[IPV6]` as a link.
     #[arg(
@@ -38,6 +42,13 @@ pub(crate) struct Args {
     /// How long to wait for the connection.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse::duration)]
     timeout: Duration,
+    /// The HTTP/2 ping timeout (hyper's keep_alive_timeout, gRPC's keepalive timeout) the
+    /// connection also runs under, to check against the user timeout read back.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    http2_ping_timeout: Option<Duration>,
+    /// Exit with status 3 when there is a warning (after a clean read-back).
+    #[arg(long)]
+    strict: bool,
     /// Print JSON instead of text (the exit status is the same).
     #[arg(long)]
     json: bool,
@@ -91,7 +102,12 @@ struct CheckJson {
     after: OptionsJson,
     options: Vec<Row>,
     tcp_info: Option<TcpInfoJson>,
-    /// True when every value read back matches the policy (the exit status is then 0).
+    /// The running kernel (`/proc/sys/kernel/osrelease`).
+    kernel: Option<String>,
+    /// The known traps the values read back fall into; empty when none.
+    lints: Vec<Lint>,
+    /// True when every value read back matches the policy (the exit status is then 0, or 3
+    /// with `--strict` and a lint).
     ok: bool,
 }
 
@@ -129,6 +145,17 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         .map(|r| format!("{} is {}, wanted {}", r.option, r.effective, r.wanted))
         .collect();
     let ok = differ.is_empty() && after.matches(policy);
+    let kernel = Release::running();
+    let lints = lints::lints(&Subject {
+        keepalive: after.enabled.then_some(Keepalive {
+            idle: after.idle,
+            interval: after.interval,
+            probes: after.probes,
+        }),
+        user_timeout: after.user_timeout,
+        ping_timeout: args.http2_ping_timeout,
+        kernel: kernel.as_ref().map(|(r, _)| *r),
+    });
 
     if args.json {
         out.json(&CheckJson {
@@ -149,6 +176,8 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
                 retransmits: i.retransmits,
                 unacked: i.unacked,
             }),
+            kernel: kernel.map(|(_, text)| text),
+            lints: lints.clone(),
             ok,
         });
     } else {
@@ -202,12 +231,19 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
             Ok(info) => outln!(out, "{}", tcp_info_line(info)),
             Err(e) => outln!(out, "TCP_INFO: unavailable ({e})"),
         }
+        if !lints.is_empty() {
+            outln!(out);
+            lints::text(&lints, out);
+        }
         if ok {
             outln!(out, "ok: every value read back matches the policy");
         }
     }
     if ok {
-        Ok(())
+        match args.strict.then(|| lints::strict_error(&lints)).flatten() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     } else {
         Err(CliError::runtime(format!(
             "the socket's keepalive options differ from the policy: {}",

@@ -5,7 +5,7 @@
 //! Exit status: 0 on success, 1 on a runtime failure (no privilege, a host that does not resolve,
 //! a refused connection, a socket whose read-back values differ from the policy), 2 on bad input
 //! (a usage error, a value the kernel would not accept, a malformed target), 3 when
-//! `audit --fail-on` matches. Errors are one line on stderr.
+//! `audit --fail-on` matches or `plan`/`check --strict` warns. Errors are one line on stderr.
 //!
 //! Each subcommand lives in its own module with an `Args` struct and a `run` function; adding one
 //! means adding a module, a variant to [`Command`] and an arm to [`Command::run`].
@@ -16,6 +16,7 @@ mod check;
 mod demo;
 mod error;
 mod kernel;
+mod lints;
 mod output;
 mod parse;
 mod plan;
@@ -42,7 +43,8 @@ Examples:
   deadpeer audit                                   every TCP connection: keepalive, idle time, owner, verdict
   deadpeer audit --fail-on unprotected             a monitoring check: exit 3 if any connection is unprotected
 
-Exit status: 0 ok, 1 runtime failure, 2 bad input, 3 an audit --fail-on match.";
+Exit status: 0 ok (warnings included), 1 runtime failure, 2 bad input, 3 an audit --fail-on match
+or a plan/check --strict warning.";
 
 /// Find dead TCP peers within a bound you choose: inspect, set, plan and audit TCP keepalive.
 #[derive(Debug, Parser)]

@@ -64,15 +64,26 @@ pub(crate) fn secs_f64(d: Duration) -> f64 {
     (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
-/// The bound and its terms: `2h 11m 15s (7200 + 75 × 9)`.
+/// The bound and its terms: `2h 11m 15s (7200 + 75 × 9)`. A user timeout that moves the bound
+/// off the probe count shows the probes the kernel really sends: `30s (15 + 15 × 1: the user
+/// timeout ends it after 1 probe, not 3)`.
 pub(crate) fn bound(policy: &KeepalivePolicy) -> String {
-    format!(
-        "{} ({} + {} × {})",
-        human(policy.detection_bound()),
-        policy.idle().as_secs(),
-        policy.interval().as_secs(),
-        policy.probes()
-    )
+    let idle = policy.idle().as_secs();
+    let interval = policy.interval().as_secs();
+    let ticks = (policy.detection_bound().as_secs() - idle) / interval;
+    let mut s = format!(
+        "{} ({idle} + {interval} × {ticks}",
+        human(policy.detection_bound())
+    );
+    if ticks != u64::from(policy.probes()) {
+        let noun = if ticks == 1 { "probe" } else { "probes" };
+        s.push_str(&format!(
+            ": the user timeout ends it after {ticks} {noun}, not {}",
+            policy.probes()
+        ));
+    }
+    s.push(')');
+    s
 }
 
 /// The `TCP_USER_TIMEOUT` a policy sets: `30s`, or `off`.

@@ -7,6 +7,7 @@ use deadpeer::{KeepalivePolicy, UserTimeout};
 use serde::Serialize;
 
 use crate::error::CliError;
+use crate::lints::{self, Lint, Subject};
 use crate::output::{Out, bound, human, outln, user_timeout};
 use crate::parse;
 use crate::sysctl::{DEFAULT_CONF, Settings};
@@ -25,7 +26,12 @@ Examples:
 
 --detect-within gives idle half the budget and three probes in the other half.
 --idle-timeout puts the idle time at 75% of the middlebox timeout, the interval at 10%, 5 probes.
-With both, the idle time also stays at or under 75% of the idle timeout."
+With both, the idle time also stays at or under 75% of the idle timeout.
+
+The plan warns about the known traps (a user timeout that cancels or stretches the probe count,
+a user timeout without keepalive, no user timeout for a peer that stops reading, an HTTP/2 ping
+timeout longer than the user timeout), each with why, the source and the fix. A warning does not
+change the exit status: 0, or 3 with --strict when any warning is printed; 2 on bad input."
 )]
 pub(crate) struct Args {
     /// Find a dead peer within this long (the policy's bound, idle + interval × probes).
@@ -39,6 +45,17 @@ pub(crate) struct Args {
     /// idle=60s,interval=10s,probes=6[,user_timeout=…], or 60:10:6).
     #[arg(long, value_name = "POLICY", value_parser = parse::policy_arg, conflicts_with_all = ["detect_within", "idle_timeout"])]
     policy: Option<KeepalivePolicy>,
+    /// The HTTP/2 ping timeout (hyper's keep_alive_timeout, gRPC's keepalive timeout) the
+    /// connections also run under, to check against the user timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration)]
+    http2_ping_timeout: Option<Duration>,
+    /// Lint the policy's user timeout as set without SO_KEEPALIVE (libpq's keepalives=0 with
+    /// tcp_user_timeout, HAProxy's tcp-ut without clitcpka).
+    #[arg(long, conflicts_with_all = ["detect_within", "idle_timeout"])]
+    without_keepalive: bool,
+    /// Exit with status 3 when the plan has a warning.
+    #[arg(long)]
+    strict: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -58,6 +75,8 @@ struct PlanJson {
     haproxy: Vec<String>,
     sysctl_command: String,
     sysctl_conf: String,
+    /// The known traps this policy falls into; empty when none.
+    lints: Vec<Lint>,
 }
 
 /// Runs `deadpeer plan`.
@@ -72,6 +91,17 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
     let system = Settings::keepalive(&policy.with_user_timeout(UserTimeout::Off)?);
     let command = system.command();
     let conf = system.conf(DEFAULT_CONF);
+    let mut subject = Subject::policy(&policy);
+    subject.ping_timeout = args.http2_ping_timeout;
+    if args.without_keepalive {
+        subject.keepalive = None;
+    }
+    let lints = lints::lints(&subject);
+    let strict = if args.strict {
+        lints::strict_error(&lints)
+    } else {
+        None
+    };
 
     if args.json {
         out.json(&PlanJson {
@@ -85,8 +115,9 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
             haproxy,
             sysctl_command: command,
             sysctl_conf: conf,
+            lints,
         });
-        return Ok(());
+        return strict.map_or(Ok(()), Err);
     }
 
     let mut goals = Vec::new();
@@ -112,6 +143,10 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
             "user timeout:    {ut} (auto: just under the bound, so unacknowledged data is caught within it too)"
         ),
         _ => outln!(out, "user timeout:    {ut}"),
+    }
+    if !lints.is_empty() {
+        outln!(out);
+        lints::text(&lints, out);
     }
     outln!(out);
     outln!(
@@ -145,7 +180,7 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
     for line in conf.lines() {
         outln!(out, "  {line}");
     }
-    Ok(())
+    strict.map_or(Ok(()), Err)
 }
 
 /// The policy for the goals given; at least one is given (clap enforces it).
