@@ -75,6 +75,9 @@ pub(crate) struct Info {
     pub(crate) unacked: u32,
     /// `tcpi_last_data_recv`: milliseconds since data was last received.
     pub(crate) last_data_recv_ms: u32,
+    /// `tcpi_last_ack_recv`: milliseconds since the peer last sent anything (a FIN, an ACK, a
+    /// probe's answer).
+    pub(crate) last_ack_recv_ms: u32,
     /// `tcpi_rtt`: smoothed round-trip time, microseconds.
     pub(crate) rtt_us: u32,
     /// `tcpi_snd_wnd`: the window the peer advertises, bytes.
@@ -89,6 +92,7 @@ impl From<&TcpInfo> for Info {
             backoff: t.backoff,
             unacked: t.unacked,
             last_data_recv_ms: t.last_data_recv,
+            last_ack_recv_ms: t.last_ack_recv,
             rtt_us: t.rtt,
             snd_wnd: t.snd_wnd,
         }

@@ -9,6 +9,7 @@ mod diag;
 mod procs;
 mod report;
 mod verdict;
+mod zombie;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -33,13 +34,17 @@ Verdicts, first match wins:
   stalled         the peer advertises a zero window (persist timer): alive, not reading
   retransmitting  unacknowledged data is being retransmitted; keepalive cannot fire
   probing         keepalive probes are unanswered: the peer may be dying now
-  listening, opening, closing   not ESTABLISHED: the kernel ends these on its own timers
+  leaked          CLOSE-WAIT: the peer closed, the application never did; no timer ends this
+  listening, opening, closing   the kernel ends these on its own timers
   protected       ESTABLISHED, keepalive timer armed
   sending         ESTABLISHED, data in flight: the retransmission timer hides keepalive
   unprotected     ESTABLISHED, no timer: nothing notices if the peer vanishes
+  zombie          closed by the kernel (keepalive or retransmission timeout, reset, ICMP) and
+                  still held by a process: listed apart, found through /proc/PID/fd and
+                  confirmed with pidfd_getfd + TCP_INFO (needs root); SO_ERROR is never read
 
 Without root, other users' processes are not visible: their connections are listed without an
-owner, and one line says how many processes could not be read.
+owner, zombies cannot be confirmed, and one line says how many of each could not be seen.
 
 Exit status: 0 ok, 1 the socket table cannot be read, 2 bad input, 3 a --fail-on match.";
 
@@ -77,15 +82,20 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
     } else {
         args.state.iter().fold(0, |m, s| m | s)
     };
-    let table = diag::dump(states).map_err(|e| {
+    // Every socket a process can hold, so that a held socket missing from the tables is a zombie
+    // candidate; the states asked for are filtered below.
+    let zombies_wanted = args.state.is_empty() || states & (1 << 7) != 0;
+    let table = diag::dump(states | verdict::HELD).map_err(|e| {
         CliError::runtime(format!(
             "cannot read the TCP socket table through sock_diag netlink: {e}; \
              deadpeer audit needs Linux with the inet_diag and tcp_diag modules"
         ))
     })?;
+    let listed: HashSet<u32> = table.socks.iter().map(|s| s.inode).collect();
     let socks: Vec<_> = table
         .socks
         .into_iter()
+        .filter(|s| states & (1 << s.state) != 0)
         .filter(|s| {
             args.port.is_empty()
                 || args.port.contains(&s.local.port())
@@ -93,8 +103,18 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         })
         .collect();
     let inodes: HashSet<u32> = socks.iter().map(|s| s.inode).filter(|i| *i != 0).collect();
-    let owners = procs::scan(&inodes);
+    let owners = procs::scan(&inodes, zombies_wanted.then_some(&listed));
     let idle_over = args.idle_over.map(|d| d.as_millis());
+    let found = zombie::find(&owners.unlisted);
+    let zombies: Vec<zombie::Zombie> = found
+        .zombies
+        .into_iter()
+        .filter(|z| {
+            args.port.is_empty() || z.local_addr.is_some_and(|a| args.port.contains(&a.port()))
+        })
+        .filter(|z| args.pid.is_empty() || args.pid.contains(&z.pid))
+        .filter(|z| idle_over.is_none_or(|min| u128::from(z.idle_ms) > min))
+        .collect();
     let mut rows: Vec<Row> = socks
         .iter()
         .map(|s| Row::new(s, owners.get(s.inode)))
@@ -112,18 +132,24 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         processes: owners.hidden,
         connections_without_owner: rows.iter().filter(|r| r.pid.is_none()).count(),
         connections_without_tcp_info: rows.iter().filter(|r| r.idle_ms.is_none()).count(),
+        unconfirmed_zombies: found.unconfirmed,
     };
 
     if args.json {
-        report::json(&rows, &not_visible, out);
+        report::json(&rows, &zombies, &not_visible, out);
     } else {
-        report::text(&rows, &not_visible, out);
+        report::text(&rows, &zombies, &not_visible, out);
     }
 
     let matched = rows
         .iter()
         .filter(|r| args.fail_on.contains(&r.verdict))
-        .count();
+        .count()
+        + if args.fail_on.contains(&Verdict::Zombie) {
+            zombies.len()
+        } else {
+            0
+        };
     if matched > 0 {
         let names: Vec<&str> = args.fail_on.iter().map(|v| v.name()).collect();
         let noun = if matched == 1 {

@@ -15,10 +15,22 @@ pub(crate) struct Owner {
     pub(crate) command: String,
 }
 
+/// A socket descriptor whose inode the kernel's socket tables do not list: a candidate zombie
+/// (or a socket of another protocol, or one never connected; [`super::zombie`] tells).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unlisted {
+    pub(crate) owner: Owner,
+    /// The descriptor number in the owner.
+    pub(crate) fd: i32,
+    pub(crate) inode: u32,
+}
+
 /// Socket inodes mapped to their owners, and what could not be seen.
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
     by_inode: HashMap<u32, Owner>,
+    /// Socket descriptors whose inode is not in `listed` (only when a `listed` set was given).
+    pub(crate) unlisted: Vec<Unlisted>,
     /// User processes whose descriptors could not be read (permission denied).
     pub(crate) hidden: usize,
 }
@@ -32,15 +44,20 @@ impl Owners {
 }
 
 /// Scans `/proc` for the processes holding the sockets in `wanted` (inodes; 0 is never wanted).
-pub(crate) fn scan(wanted: &HashSet<u32>) -> Owners {
-    scan_in(Path::new("/proc"), wanted)
+/// With `listed` (every inode the socket tables hold), also collects the socket descriptors
+/// whose inode is not in it.
+pub(crate) fn scan(wanted: &HashSet<u32>, listed: Option<&HashSet<u32>>) -> Owners {
+    scan_in(Path::new("/proc"), wanted, listed)
 }
 
-fn scan_in(proc: &Path, wanted: &HashSet<u32>) -> Owners {
+fn scan_in(proc: &Path, wanted: &HashSet<u32>, listed: Option<&HashSet<u32>>) -> Owners {
     let mut owners = Owners::default();
-    if wanted.is_empty() {
+    if wanted.is_empty() && listed.is_none() {
         return owners;
     }
+    // Unlisted sockets count only in processes of this network namespace: the socket tables
+    // are this namespace's, and other namespaces' sockets are missing from them by design.
+    let own_netns = netns(&proc.join("self"));
     let Ok(entries) = fs::read_dir(proc) else {
         return owners;
     };
@@ -70,6 +87,24 @@ fn scan_in(proc: &Path, wanted: &HashSet<u32>) -> Owners {
             let Some(inode) = socket_inode(target.as_os_str().as_encoded_bytes()) else {
                 continue;
             };
+            if listed.is_some_and(|l| !l.contains(&inode)) {
+                if own_netns.is_none() || netns(&dir) != own_netns {
+                    continue;
+                }
+                let fd = fd.file_name().to_str().and_then(|n| n.parse().ok());
+                if let Some(fd) = fd {
+                    let command = command.get_or_insert_with(|| comm(&dir));
+                    owners.unlisted.push(Unlisted {
+                        owner: Owner {
+                            pid,
+                            command: command.clone(),
+                        },
+                        fd,
+                        inode,
+                    });
+                }
+                continue;
+            }
             if !wanted.contains(&inode) || owners.by_inode.contains_key(&inode) {
                 continue;
             }
@@ -90,6 +125,14 @@ fn scan_in(proc: &Path, wanted: &HashSet<u32>) -> Owners {
 fn socket_inode(link: &[u8]) -> Option<u32> {
     let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
     std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The network namespace of a process: the device and inode of `/proc/<pid>/ns/net`.
+fn netns(dir: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(dir.join("ns/net"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 fn comm(dir: &Path) -> String {
@@ -136,7 +179,7 @@ mod tests {
         );
         let inode = fs::metadata(&fd_path).unwrap().ino() as u32;
         let wanted = HashSet::from([inode]);
-        let owners = scan(&wanted);
+        let owners = scan(&wanted, None);
         let owner = owners.get(inode).expect("this process holds the socket");
         assert_eq!(owner.pid, std::process::id());
         assert_eq!(owner.command, comm(Path::new("/proc/self")));

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::diag::{Sock, SockTimer};
 use super::procs::Owner;
 use super::verdict::{self, Verdict};
+use super::zombie::Zombie;
 use crate::output::{Out, outln};
 
 /// One connection, as `audit --json` prints it.
@@ -37,6 +38,10 @@ pub(crate) struct Row {
     pub(crate) unacked: Option<u32>,
     /// Milliseconds since data was last received (`tcpi_last_data_recv`).
     pub(crate) idle_ms: Option<u32>,
+    /// For `leaked` (CLOSE-WAIT): milliseconds since the peer last sent anything
+    /// (`tcpi_last_ack_recv`), which for a socket that sends nothing is the time since the
+    /// peer's FIN: how long the leak has lasted. Null for other verdicts.
+    pub(crate) leaked_for_ms: Option<u32>,
     /// Smoothed round-trip time in microseconds (`tcpi_rtt`).
     pub(crate) rtt_us: Option<u32>,
     /// The window the peer advertises, in bytes (`tcpi_snd_wnd`).
@@ -61,11 +66,12 @@ impl Row {
             (None, SockTimer::Retransmit { count, .. }) => count,
             (None, _) => 0,
         };
+        let verdict = verdict::classify(sock);
         Self {
             state: verdict::state_name(sock.state),
             local_addr: sock.local,
             peer_addr: sock.peer,
-            verdict: verdict::classify(sock),
+            verdict,
             keepalive: verdict::keepalive(sock.timer),
             timer: sock.timer.name(),
             timer_expires_ms: sock.timer.expires().map(|d| d.as_millis()),
@@ -74,6 +80,9 @@ impl Row {
             backoff: info.map(|i| i.backoff),
             unacked: info.map(|i| i.unacked),
             idle_ms: info.map(|i| i.last_data_recv_ms),
+            leaked_for_ms: info
+                .filter(|_| verdict == Verdict::Leaked)
+                .map(|i| i.last_ack_recv_ms),
             rtt_us: info.map(|i| i.rtt_us),
             snd_wnd: info.map(|i| i.snd_wnd),
             send_queue: sock.send_q,
@@ -105,6 +114,9 @@ pub(crate) struct NotVisible {
     pub(crate) connections_without_owner: usize,
     /// Connections whose `tcp_info` could not be read (idle time unknown).
     pub(crate) connections_without_tcp_info: usize,
+    /// TCP sockets held by processes and missing from the kernel's tables (closed, or never
+    /// connected) that could not be inspected: `pidfd_getfd` needs root.
+    pub(crate) unconfirmed_zombies: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,18 +131,21 @@ struct Summary {
 #[derive(Debug, Serialize)]
 struct AuditJson<'a> {
     connections: &'a [Row],
+    /// Sockets the kernel closed that a process still holds (verdict `zombie`).
+    zombies: &'a [Zombie],
     summary: Summary,
     not_visible: &'a NotVisible,
     /// The one-line notice about what could not be seen; null when everything was visible.
     notice: Option<String>,
 }
 
-fn summary(rows: &[Row]) -> Summary {
+fn summary(rows: &[Row], zombies: &[Zombie]) -> Summary {
     let mut verdicts: BTreeMap<&'static str, usize> =
         Verdict::ALL.iter().map(|v| (v.name(), 0)).collect();
     for r in rows {
         *verdicts.entry(r.verdict.name()).or_default() += 1;
     }
+    verdicts.insert(Verdict::Zombie.name(), zombies.len());
     let longest = rows
         .iter()
         .filter(|r| r.verdict == Verdict::Unprotected)
@@ -143,7 +158,7 @@ fn summary(rows: &[Row]) -> Summary {
             process: r.process.clone(),
         });
     Summary {
-        connections: rows.len(),
+        connections: rows.len() + zombies.len(),
         verdicts,
         longest_idle_unprotected: longest,
     }
@@ -158,6 +173,12 @@ fn notice(nv: &NotVisible) -> Option<String> {
             nv.processes, nv.connections_without_owner
         ));
     }
+    if nv.unconfirmed_zombies > 0 {
+        parts.push(format!(
+            "{} TCP sockets held by processes are missing from the kernel's tables (closed by the kernel, or never connected) and could not be inspected; run as root to confirm zombies with pidfd_getfd",
+            nv.unconfirmed_zombies
+        ));
+    }
     if nv.connections_without_tcp_info > 0 {
         parts.push(format!(
             "the kernel gave no readable tcp_info for {} connections (an older kernel), so their idle time and probes are unknown",
@@ -167,10 +188,11 @@ fn notice(nv: &NotVisible) -> Option<String> {
     (!parts.is_empty()).then(|| format!("not visible: {}", parts.join("; ")))
 }
 
-pub(crate) fn json(rows: &[Row], nv: &NotVisible, out: &mut Out) {
+pub(crate) fn json(rows: &[Row], zombies: &[Zombie], nv: &NotVisible, out: &mut Out) {
     out.json(&AuditJson {
         connections: rows,
-        summary: summary(rows),
+        zombies,
+        summary: summary(rows, zombies),
         not_visible: nv,
         notice: notice(nv),
     });
@@ -202,8 +224,8 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-pub(crate) fn text(rows: &[Row], nv: &NotVisible, out: &mut Out) {
-    if rows.is_empty() {
+pub(crate) fn text(rows: &[Row], zombies: &[Zombie], nv: &NotVisible, out: &mut Out) {
+    if rows.is_empty() && zombies.is_empty() {
         outln!(out, "no TCP connection matches");
     } else {
         let header = [
@@ -224,7 +246,10 @@ pub(crate) fn text(rows: &[Row], nv: &NotVisible, out: &mut Out) {
                     r.state.to_owned(),
                     r.local_addr.to_string(),
                     r.peer_addr.to_string(),
-                    r.verdict.to_string(),
+                    match r.leaked_for_ms {
+                        Some(ms) => format!("{} (FIN {} ago)", r.verdict, idle(ms)),
+                        None => r.verdict.to_string(),
+                    },
                     keepalive_cell(r),
                     r.idle_ms.map_or_else(|| "-".into(), idle),
                     opt(r.probes),
@@ -253,22 +278,82 @@ pub(crate) fn text(rows: &[Row], nv: &NotVisible, out: &mut Out) {
             }
             s
         };
-        outln!(out, "{}", line(&header));
-        for row in &cells {
-            let cols: Vec<&str> = row.iter().map(String::as_str).collect();
-            outln!(out, "{}", line(&cols));
+        if !rows.is_empty() {
+            outln!(out, "{}", line(&header));
+            for row in &cells {
+                let cols: Vec<&str> = row.iter().map(String::as_str).collect();
+                outln!(out, "{}", line(&cols));
+            }
+            outln!(out);
         }
-        outln!(out);
+        if !zombies.is_empty() {
+            zombie_table(zombies, out);
+        }
     }
-    outln!(out, "{}", summary_line(rows));
+    outln!(out, "{}", summary_line(rows, zombies));
     if let Some(n) = notice(nv) {
         outln!(out, "{n}");
     }
 }
 
+/// The zombies, apart: the kernel has closed them, so they have no peer address, timer or
+/// verdict rule, only their owner and the `TCP_INFO` left at the close.
+fn zombie_table(zombies: &[Zombie], out: &mut Out) {
+    outln!(
+        out,
+        "zombies: closed by the kernel, still held by a process (errno left unread for its owner)"
+    );
+    let header = [
+        "LOCAL",
+        "PROCESS",
+        "FD",
+        "IDLE",
+        "LAST-RECV",
+        "PROBES",
+        "RETRANS",
+    ];
+    let cells: Vec<[String; 7]> = zombies
+        .iter()
+        .map(|z| {
+            [
+                z.local_addr.map_or_else(|| "-".into(), |a| a.to_string()),
+                format!("{}/{}", z.pid, z.process),
+                z.fd.to_string(),
+                idle(z.idle_ms.min(u32::MAX.into()) as u32),
+                idle(z.last_ack_recv_ms.min(u32::MAX.into()) as u32),
+                z.probes.to_string(),
+                z.retransmits.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: &[&str]| {
+        let mut s = String::new();
+        for (i, (c, w)) in cols.iter().zip(widths).enumerate() {
+            if i + 1 == cols.len() {
+                s.push_str(c);
+            } else {
+                let _ = write!(s, "{c:<w$}  ");
+            }
+        }
+        s
+    };
+    outln!(out, "{}", line(&header));
+    for row in &cells {
+        let cols: Vec<&str> = row.iter().map(String::as_str).collect();
+        outln!(out, "{}", line(&cols));
+    }
+    outln!(out);
+}
+
 /// `6 connections: 1 protected, 2 unprotected, …; longest idle unprotected: A -> B, idle 12.3s (pid/cmd)`.
-fn summary_line(rows: &[Row]) -> String {
-    let s = summary(rows);
+fn summary_line(rows: &[Row], zombies: &[Zombie]) -> String {
+    let s = summary(rows, zombies);
     // The five every reader looks for, always; the others when present.
     let order = [
         (Verdict::Protected, true),
@@ -276,6 +361,8 @@ fn summary_line(rows: &[Row]) -> String {
         (Verdict::Probing, true),
         (Verdict::Retransmitting, true),
         (Verdict::Stalled, true),
+        (Verdict::Leaked, false),
+        (Verdict::Zombie, false),
         (Verdict::Sending, false),
         (Verdict::Opening, false),
         (Verdict::Closing, false),
@@ -329,6 +416,7 @@ mod tests {
             processes: 3,
             connections_without_owner: 2,
             connections_without_tcp_info: 0,
+            unconfirmed_zombies: 0,
         })
         .unwrap();
         assert!(

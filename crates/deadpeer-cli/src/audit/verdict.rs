@@ -11,15 +11,24 @@
 //!    `idiag_retrans` > 0): unacknowledged data, no answer. Keepalive never fires meanwhile.
 //! 3. `probing`: the keepalive timer is armed with probes unanswered (`idiag_timer` 2,
 //!    `tcpi_probes` > 0): the peer may be dying now.
-//! 4. — for a state other than ESTABLISHED: `listening` (LISTEN), `opening` (SYN-SENT, SYN-RECV)
-//!    or `closing` (every state after a FIN, and TIME-WAIT); the kernel ends these on its own
-//!    timers. The rest apply to ESTABLISHED connections:
-//! 5. `protected`: the keepalive timer is armed, no probe outstanding.
-//! 6. `sending`: data in flight, not yet retransmitted (`idiag_timer` 1, `idiag_retrans` 0). The
+//! 4. `leaked`: CLOSE-WAIT. The peer closed its side (FIN) and the application has not closed
+//!    the socket. No kernel timer ends this state: it lasts until the application closes, so a
+//!    CLOSE-WAIT that lasts is a descriptor leak (how long: `tcpi_last_ack_recv`, the time since
+//!    the peer last sent anything, which for a socket that sends nothing is the time since the
+//!    FIN).
+//! 5. — for a state other than ESTABLISHED: `listening` (LISTEN), `opening` (SYN-SENT, SYN-RECV)
+//!    or `closing` (FIN-WAIT-1/2, LAST-ACK, CLOSING, TIME-WAIT: after our own close); the kernel
+//!    ends these on its own timers. The rest apply to ESTABLISHED connections:
+//! 6. `protected`: the keepalive timer is armed, no probe outstanding.
+//! 7. `sending`: data in flight, not yet retransmitted (`idiag_timer` 1, `idiag_retrans` 0). The
 //!    kernel reports the retransmission timer in place of the keepalive timer, so whether
 //!    keepalive is on cannot be seen at this moment; audit again.
-//! 7. `unprotected`: no timer at all. Nothing will notice if the peer vanishes while the
+//! 8. `unprotected`: no timer at all. Nothing will notice if the peer vanishes while the
 //!    connection is idle.
+//!
+//! 9. `zombie` is not a rule on a listed socket: it is a socket the kernel has closed (state
+//!    CLOSE, so in no table) that a process still holds, found through `/proc/<pid>/fd` (see
+//!    `zombie.rs`).
 //!
 //! The kernel reports one timer per socket (`inet_sk_diag_fill`): retransmission first, then the
 //! zero-window probe, then `sk_timer` (keepalive), which is why 1–3 exclude each other.
@@ -33,6 +42,8 @@ use super::diag::{Sock, SockTimer};
 
 /// `TCP_ESTABLISHED`.
 pub(crate) const ESTABLISHED: u8 = 1;
+/// `TCP_CLOSE_WAIT`.
+pub(crate) const CLOSE_WAIT: u8 = 8;
 
 /// TCP states by kernel number (`TCP_ESTABLISHED` = 1 …), named as `ss` names them.
 const STATES: [(u8, &str); 11] = [
@@ -56,6 +67,9 @@ const fn bit(state: u8) -> u32 {
 }
 /// `ss`'s default: every state but LISTEN, CLOSE, TIME-WAIT and SYN-RECV.
 pub(crate) const CONNECTED: u32 = ALL & !(bit(10) | bit(7) | bit(6) | bit(3));
+/// The states of sockets a process can hold (every state but TIME-WAIT and SYN-RECV, whose
+/// sockets have no inode): what audit dumps to tell a zombie from a listed socket.
+pub(crate) const HELD: u32 = ALL & !(bit(6) | bit(3));
 /// CONNECTED without SYN-SENT.
 const SYNCHRONIZED: u32 = CONNECTED & !bit(2);
 
@@ -107,6 +121,8 @@ pub(crate) enum Verdict {
     Stalled,
     Retransmitting,
     Probing,
+    Leaked,
+    Zombie,
     Protected,
     Sending,
     Unprotected,
@@ -117,10 +133,12 @@ pub(crate) enum Verdict {
 
 impl Verdict {
     /// Every verdict, in precedence order.
-    pub(crate) const ALL: [Verdict; 9] = [
+    pub(crate) const ALL: [Verdict; 11] = [
         Verdict::Stalled,
         Verdict::Retransmitting,
         Verdict::Probing,
+        Verdict::Leaked,
+        Verdict::Zombie,
         Verdict::Protected,
         Verdict::Sending,
         Verdict::Unprotected,
@@ -134,6 +152,8 @@ impl Verdict {
             Verdict::Stalled => "stalled",
             Verdict::Retransmitting => "retransmitting",
             Verdict::Probing => "probing",
+            Verdict::Leaked => "leaked",
+            Verdict::Zombie => "zombie",
             Verdict::Protected => "protected",
             Verdict::Sending => "sending",
             Verdict::Unprotected => "unprotected",
@@ -186,6 +206,7 @@ pub(crate) fn classify(sock: &Sock) -> Verdict {
         _ => {}
     }
     match (sock.state, sock.timer) {
+        (CLOSE_WAIT, _) => Verdict::Leaked,
         (10, _) => Verdict::Listening,
         (2 | 3, _) => Verdict::Opening,
         (ESTABLISHED, SockTimer::Keepalive { .. }) => Verdict::Protected,
@@ -228,6 +249,7 @@ mod tests {
                 backoff: 0,
                 unacked: 0,
                 last_data_recv_ms: 0,
+                last_ack_recv_ms: 0,
                 rtt_us: 0,
                 snd_wnd,
             }),
@@ -255,7 +277,10 @@ mod tests {
         assert_eq!(v(1, ka, 1, 65535, 0), Verdict::Probing);
         assert_eq!(v(1, ka, 0, 65535, 0), Verdict::Protected);
         assert_eq!(v(1, none, 0, 65535, 0), Verdict::Unprotected);
-        assert_eq!(v(8, ka, 0, 65535, 0), Verdict::Closing);
+        assert_eq!(v(8, ka, 0, 65535, 0), Verdict::Leaked, "CLOSE-WAIT");
+        assert_eq!(v(8, none, 0, 65535, 0), Verdict::Leaked, "CLOSE-WAIT");
+        assert_eq!(v(8, rto(2), 0, 65535, 10), Verdict::Retransmitting);
+        assert_eq!(v(9, none, 0, 65535, 0), Verdict::Closing, "LAST-ACK");
         assert_eq!(v(4, rto(2), 0, 65535, 1), Verdict::Retransmitting);
         assert_eq!(v(2, rto(0), 0, 0, 0), Verdict::Opening);
         assert_eq!(v(6, SockTimer::TimeWait, 0, 0, 0), Verdict::Closing);
