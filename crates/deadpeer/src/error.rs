@@ -44,6 +44,28 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The kernel's verdict on a connection whose socket reported the OS error `errno`, with its
+    /// `TCP_INFO` read after the error where there is one: the rules a
+    /// [`KeepaliveStream`](crate::KeepaliveStream) applies, for tools that see deaths elsewhere
+    /// (a tracepoint, another process's socket).
+    ///
+    /// With `info`, the connection is dead only in state `CLOSE`, and the errno names the cause
+    /// (any errno, even one not listed, is then a death: [`Aborted`](Cause::Aborted)). Without
+    /// it, only the errors that a dead connection alone returns count; a timeout is then
+    /// [`KeepaliveTimeout`](Cause::KeepaliveTimeout), as nothing tells probes from
+    /// retransmissions. The table per OS is in the crate docs, "Platforms".
+    ///
+    /// ```
+    /// use deadpeer::Cause;
+    /// # #[cfg(target_os = "linux")] {
+    /// assert_eq!(Cause::from_os_error(104, None), Some(Cause::Reset)); // ECONNRESET
+    /// assert_eq!(Cause::from_os_error(11, None), None); // EAGAIN: not a death
+    /// # }
+    /// ```
+    pub fn from_os_error(errno: i32, info: Option<&crate::TcpInfo>) -> Option<Cause> {
+        crate::sys::classify(errno, info)
+    }
+
     /// Every cause, in declaration order.
     pub const ALL: [Cause; 7] = [
         Cause::KeepaliveTimeout,
@@ -350,8 +372,11 @@ impl From<DeadPeer> for io::Error {
     /// An `io::Error` that carries the `DeadPeer`, of the cause's [kind](Cause::io_error_kind)
     /// (`NetworkUnreachable` for `ENETUNREACH`).
     fn from(dead: DeadPeer) -> Self {
-        let kind = match dead.raw_os_error() {
-            Some(libc::ENETUNREACH) => io::ErrorKind::NetworkUnreachable,
+        let os_kind = dead
+            .raw_os_error()
+            .map(|e| io::Error::from_raw_os_error(e).kind());
+        let kind = match os_kind {
+            Some(io::ErrorKind::NetworkUnreachable) => io::ErrorKind::NetworkUnreachable,
             _ => dead.cause().io_error_kind(),
         };
         io::Error::new(kind, dead)

@@ -13,6 +13,24 @@ use std::time::Duration;
 use crate::policy::{KeepalivePolicy, UserTimeout};
 
 const PROC_DIR: &str = "/proc/sys/net/ipv4";
+/// `EPERM`, the same number on every Unix; only Linux has these files.
+const EPERM: i32 = 1;
+
+/// `Ok` on Linux and Android, whose kernel keepalive defaults live in `/proc/sys/net/ipv4`.
+fn linux_only() -> io::Result<()> {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "the kernel keepalive defaults are read from /proc/sys/net/ipv4 on Linux only; \
+                 this is {}",
+                std::env::consts::OS
+            ),
+        ))
+    }
+}
 
 /// One of the sysctls [`SystemKeepalive`] reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +93,11 @@ impl SystemKeepalive {
     ///
     /// # Errors
     ///
-    /// When a file cannot be read (no procfs, not Linux), with the path in the message, or when
-    /// a value is outside what a policy can hold.
+    /// [`io::ErrorKind::Unsupported`] on systems other than Linux and Android; when a file cannot
+    /// be read (no procfs), with the path in the message; or when a value is outside what a
+    /// policy can hold.
     pub fn read() -> io::Result<Self> {
+        linux_only()?;
         let idle = read_u32(Sysctl::TIME)?;
         let interval = read_u32(Sysctl::INTVL)?;
         let probes = read_u32(Sysctl::PROBES)?;
@@ -104,8 +124,10 @@ impl SystemKeepalive {
     ///
     /// Without privilege, an [`io::ErrorKind::PermissionDenied`] error that says what is needed
     /// (root, or `CAP_NET_ADMIN` in the network namespace) and gives the `sysctl -w` command to
-    /// run instead. Other I/O errors name the file.
+    /// run instead. Other I/O errors name the file. [`io::ErrorKind::Unsupported`] on systems
+    /// other than Linux and Android.
     pub fn write(policy: KeepalivePolicy) -> io::Result<()> {
+        linux_only()?;
         let values = [
             (Sysctl::TIME, policy.idle().as_secs()),
             (Sysctl::INTVL, policy.interval().as_secs()),
@@ -116,7 +138,7 @@ impl SystemKeepalive {
                 if matches!(
                     e.kind(),
                     io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-                ) || e.raw_os_error() == Some(libc::EPERM)
+                ) || e.raw_os_error() == Some(EPERM)
                 {
                     io::Error::new(
                         io::ErrorKind::PermissionDenied,

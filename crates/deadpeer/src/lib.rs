@@ -41,17 +41,13 @@
 //!
 //! # Platforms
 //!
-//! Linux (and Android) get everything. Other Unix targets are written for in a degraded mode
-//! (the policy is set on each accepted socket; no `TCP_INFO`, so only the errnos a closed
-//! connection alone returns count as deaths; no watch, so `Liveness::dead()` resolves when a read
-//! or write sees the death), which this project builds and tests on Linux only. Non-Unix targets
-//! do not compile, with one message saying so.
+#![doc = include_str!("docs/platforms.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 compile_error!(
-    "deadpeer supports Unix targets only (it sets TCP options on file descriptors and, on Linux, \
-     reads TCP_INFO and watches sockets with epoll); this target is not Unix"
+    "deadpeer supports Unix and Windows targets (it sets TCP options on sockets through socket2); \
+     this target is neither"
 );
 
 pub mod error;
@@ -63,7 +59,7 @@ mod trace;
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;
 pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};
-pub use sys::{SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
+pub use sys::{AsSocketDescriptor, SocketKeepalive, TcpInfo, apply, inspect, tcp_info};
 
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]

@@ -14,7 +14,6 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -181,7 +180,7 @@ impl Shared {
 
     /// Starts watching `socket` for its death. Without the reaper (no epoll or thread could be
     /// had), deaths are still seen by reads and writes.
-    pub(crate) fn watch(self: &Arc<Self>, socket: BorrowedFd<'_>) {
+    pub(crate) fn watch(self: &Arc<Self>, socket: sys::Borrowed<'_>) {
         let mut inner = self.lock();
         if self.closed.load(Ordering::Relaxed)
             || self.latch.get().is_some()
@@ -192,6 +191,8 @@ impl Shared {
         let target: Weak<dyn OnError> = Arc::downgrade(&(Arc::clone(self) as Arc<dyn OnError>));
         match inner.socket.watch(socket, target) {
             Ok(()) => trace::watch_started(),
+            // No watch on this OS: said once per process (`trace::platform_limits`).
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
             Err(e) => trace::watch_failed(self.meta.peer_addr, &e),
         }
     }
@@ -204,7 +205,7 @@ impl Shared {
     /// changes); `None` reads it here, under the lock.
     pub(crate) fn verdict(
         &self,
-        socket: BorrowedFd<'_>,
+        socket: sys::Borrowed<'_>,
         seen: Option<i32>,
         shut_down: bool,
         known: Option<TcpInfo>,
@@ -216,7 +217,7 @@ impl Shared {
     fn judge(
         &self,
         waiters: &mut Waiters,
-        socket: BorrowedFd<'_>,
+        socket: sys::Borrowed<'_>,
         seen: Option<i32>,
         shut_down: bool,
         known: Option<TcpInfo>,
@@ -268,7 +269,7 @@ impl Shared {
 
     /// The stream is gone (`open` is its socket when it lives on, unwrapped): stop watching and
     /// wake every `dead()`, which then resolves to `None`.
-    pub(crate) fn close(&self, open: Option<BorrowedFd<'_>>) {
+    pub(crate) fn close(&self, open: Option<sys::Borrowed<'_>>) {
         let mut inner = self.lock();
         // `close` runs twice when a stream is unwrapped (then its latch drops): count once.
         if inner.socket.is_watching() {

@@ -186,7 +186,7 @@ impl PeerDeath {
     pub fn from_raw_os_error(errno: i32) -> Option<PeerDeath> {
         let cause = match sys::cause_of(errno, None) {
             Cause::Aborted => return None,
-            _ if errno == libc::ETIMEDOUT => None,
+            _ if sys::is_timeout(errno) => None,
             cause => Some(cause),
         };
         Some(PeerDeath { errno, cause })
@@ -208,7 +208,7 @@ impl PeerDeath {
     /// timeout. Telling these apart takes `TCP_INFO` at the moment of death, which only a
     /// deadpeer-wrapped connection has.
     pub fn is_timeout(&self) -> bool {
-        self.errno == libc::ETIMEDOUT
+        sys::is_timeout(self.errno)
     }
 
     /// The causes the errno leaves possible: the one [`cause`](Self::cause), or the three

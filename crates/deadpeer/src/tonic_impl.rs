@@ -99,6 +99,7 @@ pub fn connector(endpoint: &Endpoint, policy: KeepalivePolicy) -> Keepalive<Http
     http.set_keepalive(Some(policy.idle()));
     http.set_keepalive_interval(Some(policy.interval()));
     http.set_keepalive_retries(Some(policy.probes()));
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
     http.set_tcp_user_timeout(policy.effective_user_timeout());
     KeepaliveLayer::new(policy).layer(http)
 }

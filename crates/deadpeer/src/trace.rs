@@ -181,6 +181,27 @@ pub(crate) fn keepalive_off(peer: Option<SocketAddr>) {
     );
 }
 
+/// WARN, once per process, on an OS where deadpeer does less than on Linux: what is missing
+/// (the table is in the crate docs, "Platforms").
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn platform_limits() {
+    #[cfg(feature = "tracing")]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "deadpeer",
+                { os = std::env::consts::OS },
+                "on this OS deadpeer sets keepalive (idle, interval, probes) but has no \
+                 TCP_USER_TIMEOUT, no TCP_INFO (a timeout is reported as keepalive_timeout) and \
+                 no background watch (Liveness::dead() resolves when a read or write sees the \
+                 death); see the crate docs, Platforms (warned once per process)"
+            );
+        }
+    }
+}
+
 /// ERROR when accepting fails for a reason other than one connection's (e.g. `EMFILE`); the
 /// server retries after a second.
 #[cfg(any(feature = "axum", feature = "rustls"))]

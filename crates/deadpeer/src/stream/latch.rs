@@ -2,7 +2,6 @@
 //! and the state shared with `Liveness` handles.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -39,7 +38,7 @@ impl Latch {
     /// A handle on the shared state, watching `socket` (see `KeepaliveStream::liveness`).
     pub(crate) fn liveness(&self, socket: &TcpStream) -> Liveness {
         let shared = self.shared();
-        shared.watch(socket.as_fd());
+        shared.watch(sys::borrow(socket));
         Liveness::new(Arc::clone(shared))
     }
 
@@ -92,13 +91,13 @@ impl Latch {
         };
         let shut_down = self.shut_down.load(Ordering::Relaxed);
         self.shared()
-            .verdict(socket.as_fd(), seen, shut_down, known)
+            .verdict(sys::borrow(socket), seen, shut_down, known)
     }
 
     /// Ends the watch: `open` is the socket when it lives on, unwrapped.
     pub(crate) fn detach(&self, open: &TcpStream) {
         if let Some(shared) = self.shared.get() {
-            shared.close(Some(open.as_fd()));
+            shared.close(Some(sys::borrow(open)));
         }
     }
 }

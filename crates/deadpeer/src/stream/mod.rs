@@ -7,7 +7,6 @@ mod split;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -100,6 +99,8 @@ impl KeepaliveStream {
         local: Option<SocketAddr>,
         policy: Option<KeepalivePolicy>,
     ) -> Self {
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        trace::platform_limits();
         Self {
             latch: Latch::new(Meta::new(peer, local, policy)),
             io,
@@ -203,17 +204,35 @@ pub(crate) fn verify(tcp: &TcpStream, policy: KeepalivePolicy) -> io::Result<Soc
     }
 }
 
-impl AsFd for KeepaliveStream {
+#[cfg(unix)]
+impl std::os::fd::AsFd for KeepaliveStream {
     /// The socket's descriptor, for socket options (`deadpeer::inspect(&stream)`,
     /// `socket2::SockRef::from(&stream)`).
-    fn as_fd(&self) -> BorrowedFd<'_> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.io.as_fd()
     }
 }
 
-impl AsRawFd for KeepaliveStream {
-    fn as_raw_fd(&self) -> RawFd {
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for KeepaliveStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.io.as_raw_fd()
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for KeepaliveStream {
+    /// The socket, for socket options (`deadpeer::inspect(&stream)`,
+    /// `socket2::SockRef::from(&stream)`).
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        self.io.as_socket()
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsRawSocket for KeepaliveStream {
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        self.io.as_raw_socket()
     }
 }
 
@@ -409,7 +428,8 @@ async fn connect_one(addr: SocketAddr, policy: KeepalivePolicy) -> io::Result<Ke
     };
     sys::apply(&socket, policy)?;
     let stream = socket.connect(addr).await?;
-    if cfg!(debug_assertions) {
+    // Windows cannot read the options back (see `inspect`).
+    if cfg!(all(debug_assertions, not(windows))) {
         verify(&stream, policy)?;
     }
     let (peer, local) = (

@@ -5,14 +5,23 @@
 //! which socket options it sets or reads on which OS.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
-#[cfg(feature = "tokio")]
 use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
+
+#[cfg(unix)]
+#[path = "unix.rs"]
+mod imp;
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod imp;
+
+pub(crate) use imp::borrow;
+#[cfg(feature = "tokio")]
+pub(crate) use imp::{Borrowed, coarse_now};
 
 #[cfg(all(feature = "tokio", any(target_os = "linux", target_os = "android")))]
 mod watch;
@@ -24,6 +33,52 @@ mod watch;
 mod watch;
 #[cfg(feature = "tokio")]
 pub(crate) use watch::{OnError, WatchedFd};
+
+/// A TCP socket deadpeer can set options on: [`AsFd`](std::os::fd::AsFd) on Unix,
+/// [`AsSocket`](https://doc.rust-lang.org/std/os/windows/io/trait.AsSocket.html) on Windows.
+/// Every socket type of std, tokio and socket2 is one.
+pub trait AsSocketDescriptor: imp::AsOsSocket {}
+
+impl<T: imp::AsOsSocket + ?Sized> AsSocketDescriptor for T {}
+
+/// What an OS error code says about a connection, whatever the OS: the tables are in
+/// `sys/unix.rs` and `sys/windows.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Code {
+    /// The kernel gave up waiting on the peer (`ETIMEDOUT`, `WSAETIMEDOUT`).
+    TimedOut,
+    /// Keepalive found the peer gone (`WSAENETRESET`; Unix says `ETIMEDOUT`).
+    #[cfg_attr(unix, allow(dead_code))]
+    KeepaliveFailed,
+    /// The peer reset the connection.
+    Reset,
+    /// `EPIPE`: a reset after the peer's FIN, or a write after our own shutdown.
+    #[cfg_attr(windows, allow(dead_code))]
+    Pipe,
+    /// The connection is no longer connected (`ENOTCONN`, `WSAESHUTDOWN`): the aftermath.
+    NotConnected,
+    /// ICMP host or network unreachable.
+    Unreachable,
+    /// ICMP port or protocol unreachable, or administratively prohibited.
+    Refused,
+    /// The local stack aborted the connection (`WSAECONNABORTED`).
+    #[cfg_attr(unix, allow(dead_code))]
+    Aborted,
+    /// Not an error that ends a connection.
+    Other,
+}
+
+/// The error for an option or structure this OS does not have (or socket2 cannot read).
+#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+fn unsupported(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{what} is not available on {} (see deadpeer's crate docs, Platforms)",
+            std::env::consts::OS
+        ),
+    )
+}
 
 /// The keepalive options in effect on a socket, read back by [`inspect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +207,7 @@ const HAS_USER_TIMEOUT: bool = cfg!(any(
 /// assert!(deadpeer::inspect(&stream)?.matches(deadpeer::KeepalivePolicy::FAST));
 /// # Ok(()) }
 /// ```
-pub fn apply(socket: &impl AsFd, policy: KeepalivePolicy) -> io::Result<()> {
+pub fn apply(socket: &impl AsSocketDescriptor, policy: KeepalivePolicy) -> io::Result<()> {
     #[cfg(debug_assertions)]
     APPLY_CALLS.with(|c| c.set(c.get() + 1));
     let sock = SockRef::from(socket);
@@ -191,10 +246,31 @@ pub(crate) fn debug_apply_calls_on_this_thread() -> u64 {
 /// Reads back the keepalive options in effect on a TCP socket (see [`apply`] for the options on
 /// each OS). Five `getsockopt` calls on Linux.
 ///
+/// # Platform
+///
+/// Linux, Android, macOS, iOS and the BSDs read the options [`apply`] sets; `user_timeout` is
+/// `None` where there is no `TCP_USER_TIMEOUT`. On Windows the idle time and interval, set with
+/// `SIO_KEEPALIVE_VALS`, cannot be read back through socket2, so `inspect` returns
+/// [`io::ErrorKind::Unsupported`] there.
+///
 /// # Errors
 ///
-/// As for [`apply`]: a socket that is not TCP gives [`io::ErrorKind::InvalidInput`].
-pub fn inspect(socket: &impl AsFd) -> io::Result<SocketKeepalive> {
+/// As for [`apply`]: a socket that is not TCP gives [`io::ErrorKind::InvalidInput`];
+/// [`io::ErrorKind::Unsupported`] on Windows.
+pub fn inspect(socket: &impl AsSocketDescriptor) -> io::Result<SocketKeepalive> {
+    #[cfg(windows)]
+    {
+        let _ = socket;
+        Err(unsupported(
+            "reading back TCP keepalive options (SIO_KEEPALIVE_VALS has no getter)",
+        ))
+    }
+    #[cfg(not(windows))]
+    inspect_options(socket)
+}
+
+#[cfg(not(windows))]
+fn inspect_options(socket: &impl AsSocketDescriptor) -> io::Result<SocketKeepalive> {
     let sock = SockRef::from(socket);
     let get = |name: &'static str| move |e| option_error(e, name, "read");
     let enabled = sock.keepalive().map_err(get("SO_KEEPALIVE"))?;
@@ -218,64 +294,18 @@ pub fn inspect(socket: &impl AsFd) -> io::Result<SocketKeepalive> {
 
 /// Reads `TCP_INFO` from a TCP socket: one `getsockopt`, about 0.3 µs.
 ///
-/// # Errors
+/// # Platform
 ///
-/// [`io::ErrorKind::Unsupported`] on systems other than Linux and Android;
-/// [`io::ErrorKind::InvalidInput`] for a socket that is not TCP.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[allow(unsafe_code)]
-pub fn tcp_info(socket: &impl AsFd) -> io::Result<TcpInfo> {
-    use std::mem::{MaybeUninit, size_of};
-    use std::os::fd::AsRawFd;
-
-    let fd = socket.as_fd();
-    let mut raw = MaybeUninit::<libc::tcp_info>::zeroed();
-    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `fd` is a descriptor borrowed for the duration of the call; `raw` points to
-    // `len` writable bytes; the kernel writes at most `len` bytes and stores the count in `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            raw.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(option_error(io::Error::last_os_error(), "TCP_INFO", "read"));
-    }
-    // SAFETY: `tcp_info` is plain integers, so the zeroed bytes are a valid value, and the kernel
-    // overwrote a prefix of them with another valid value (older kernels fill less).
-    let raw = unsafe { raw.assume_init() };
-    let ms = |v: u32| Duration::from_millis(v.into());
-    let has_snd_wnd =
-        len as usize >= std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + size_of::<u32>();
-    Ok(TcpInfo {
-        state: raw.tcpi_state,
-        probes: raw.tcpi_probes,
-        backoff: raw.tcpi_backoff,
-        retransmits: raw.tcpi_retransmits,
-        unacked: raw.tcpi_unacked,
-        last_data_recv: ms(raw.tcpi_last_data_recv),
-        last_ack_recv: ms(raw.tcpi_last_ack_recv),
-        rtt: Duration::from_micros(raw.tcpi_rtt.into()),
-        rto: Duration::from_micros(raw.tcpi_rto.into()),
-        snd_wnd: has_snd_wnd.then_some(raw.tcpi_snd_wnd),
-    })
-}
-
-/// Reads `TCP_INFO`: not available on this OS.
+/// Linux and Android only. Elsewhere it returns [`io::ErrorKind::Unsupported`]: FreeBSD's
+/// `struct tcp_info`, macOS's `TCP_CONNECTION_INFO` and Windows' `SIO_TCP_INFO` differ and are
+/// not read.
 ///
 /// # Errors
 ///
-/// Always [`io::ErrorKind::Unsupported`].
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub fn tcp_info(_socket: &impl AsFd) -> io::Result<TcpInfo> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "TCP_INFO is only available on Linux and Android",
-    ))
+/// [`io::ErrorKind::Unsupported`] on other systems; [`io::ErrorKind::InvalidInput`] for a socket
+/// that is not TCP.
+pub fn tcp_info(socket: &impl AsSocketDescriptor) -> io::Result<TcpInfo> {
+    imp::tcp_info(borrow(socket)).map_err(|e| option_error(e, "TCP_INFO", "read"))
 }
 
 /// The kernel's verdict on a connection that reported `errno`: `Some(cause)` when the kernel
@@ -294,26 +324,23 @@ pub fn tcp_info(_socket: &impl AsFd) -> io::Result<TcpInfo> {
 /// | anything else | [`Aborted`](Cause::Aborted) |
 ///
 /// Without `TCP_INFO`, only the errnos that a closed connection alone returns count.
-#[cfg(feature = "tokio")]
 pub(crate) fn classify(errno: i32, info: Option<&TcpInfo>) -> Option<Cause> {
     match info {
         Some(info) if info.state != TcpInfo::CLOSE => None,
         Some(info) => Some(cause_of(errno, Some(info))),
-        None => match errno {
-            libc::ETIMEDOUT
-            | libc::ECONNRESET
-            | libc::EHOSTUNREACH
-            | libc::ENETUNREACH
-            | libc::ECONNREFUSED => Some(cause_of(errno, None)),
-            _ => None,
+        None => match imp::code(errno) {
+            Code::Pipe | Code::NotConnected | Code::Other => None,
+            _ => Some(cause_of(errno, None)),
         },
     }
 }
 
-#[cfg(feature = "tokio")]
+/// The cause `errno` names (`Aborted` when it names none), with `TCP_INFO` at the moment of
+/// death where there is one. Without it (off Linux), a timeout is reported as a keepalive
+/// timeout: the OS does not say whether probes or retransmissions went unanswered.
 pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
-    match errno {
-        libc::ETIMEDOUT => match info {
+    match imp::code(errno) {
+        Code::TimedOut => match info {
             Some(i) if i.snd_wnd == Some(0) && i.probes == 0 => Cause::Stalled,
             Some(i)
                 if i.retransmits > 0 || i.backoff > 0 || i.unacked > 0 || i.snd_wnd == Some(0) =>
@@ -322,60 +349,36 @@ pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
             }
             _ => Cause::KeepaliveTimeout,
         },
-        libc::ECONNRESET | libc::EPIPE => Cause::Reset,
-        libc::EHOSTUNREACH
-        | libc::ENETUNREACH
-        | libc::EHOSTDOWN
-        | libc::ENONET
-        | libc::EOPNOTSUPP => Cause::Unreachable,
-        libc::ECONNREFUSED | libc::ENOPROTOOPT | libc::EACCES => Cause::Refused,
-        _ => Cause::Aborted,
+        Code::KeepaliveFailed => Cause::KeepaliveTimeout,
+        Code::Reset | Code::Pipe => Cause::Reset,
+        Code::Unreachable => Cause::Unreachable,
+        Code::Refused => Cause::Refused,
+        Code::Aborted | Code::NotConnected | Code::Other => Cause::Aborted,
     }
+}
+
+/// Whether `errno` is the kernel giving up waiting on the peer (`ETIMEDOUT`, `WSAETIMEDOUT`).
+#[cfg(feature = "reqwest")]
+pub(crate) fn is_timeout(errno: i32) -> bool {
+    imp::code(errno) == Code::TimedOut
 }
 
 /// Whether `errno` is what a socket returns *after* the kernel closed it, rather than the reason
 /// it closed: the reason, if still pending, is in `SO_ERROR`.
 #[cfg(feature = "tokio")]
 pub(crate) fn is_aftermath(errno: i32) -> bool {
-    matches!(errno, libc::EPIPE | libc::ENOTCONN)
-}
-
-/// A monotonic timestamp from the kernel's coarse clock (`CLOCK_MONOTONIC_COARSE`: the time of
-/// the last timer tick, 1–10 ms resolution), read without a hardware clock access: a few
-/// nanoseconds, against about 25 for `Instant::now`. For `connected_for`, which needs no finer
-/// resolution, on the accept path.
-#[cfg(feature = "tokio")]
-#[allow(unsafe_code)]
-pub(crate) fn coarse_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
-    // SAFETY: `ts` is a valid, writable `timespec` for the duration of the call; the clock id is
-    // a constant the platform defines. On failure (impossible for these ids) `ts` stays zero.
-    let rc = unsafe { libc::clock_gettime(CLOCK, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
+    matches!(imp::code(errno), Code::Pipe | Code::NotConnected)
 }
 
 /// Takes (and clears) the socket's pending error, `SO_ERROR`.
 #[cfg(feature = "tokio")]
-pub(crate) fn take_error(socket: &impl AsFd) -> io::Result<Option<io::Error>> {
+pub(crate) fn take_error(socket: &impl AsSocketDescriptor) -> io::Result<Option<io::Error>> {
     SockRef::from(socket).take_error()
 }
 
 fn option_error(e: io::Error, option: &str, verb: &str) -> io::Error {
-    let not_tcp = matches!(e.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EOPNOTSUPP));
-    let not_socket = e.raw_os_error() == Some(libc::ENOTSOCK);
+    let not_tcp = e.raw_os_error().is_some_and(imp::is_not_tcp);
+    let not_socket = e.raw_os_error().is_some_and(imp::is_not_socket);
     if not_tcp {
         io::Error::new(
             io::ErrorKind::InvalidInput,
