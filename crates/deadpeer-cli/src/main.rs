@@ -7,16 +7,29 @@
 //! (a usage error, a value the kernel would not accept, a malformed target), 3 when
 //! `audit --fail-on` matches or `plan`/`check --strict` warns. Errors are one line on stderr.
 //!
+//! `kernel`, `check`, `demo` and `audit` run on Linux only; elsewhere they say so in one line
+//! (`linux_only`), and `plan` works everywhere.
+//!
 //! Each subcommand lives in its own module with an `Args` struct and a `run` function; adding one
 //! means adding a module, a variant to [`Command`] and an arm to [`Command::run`].
 #![forbid(unsafe_code)]
+// Off Linux only `plan` is built; the helpers of the Linux-only commands stay unused there.
+#![cfg_attr(not(target_os = "linux"), allow(dead_code, unused_imports))]
 
+#[cfg(target_os = "linux")]
 mod audit;
+#[cfg(target_os = "linux")]
 mod check;
+#[cfg(target_os = "linux")]
 mod demo;
 mod error;
+#[cfg(target_os = "linux")]
 mod kernel;
 mod lints;
+#[cfg(not(target_os = "linux"))]
+mod linux_only;
+#[cfg(not(target_os = "linux"))]
+use linux_only::{audit, check, demo, kernel};
 mod output;
 mod parse;
 mod plan;

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+#[cfg(target_os = "linux")]
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -336,6 +337,7 @@ fn parent(path: &Path) -> &Path {
 /// Replaces `path` with `contents` atomically: a temporary file in the same directory, written,
 /// synced and renamed over `path`, then the directory synced. Readers see the old file or the new
 /// one, never a part. The file is mode 0644, as sysctl.d files are.
+#[cfg(target_os = "linux")]
 pub(crate) fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     let dir = parent(path);
     let name = path
