@@ -24,8 +24,8 @@ const PER_SOCKET: u8 = 2;
 /// On Linux the policy is set once on the listening socket; accepted sockets inherit it, so
 /// `accept` makes no `setsockopt`. The first accepted socket is read back with
 /// [`inspect`](crate::inspect); should it not match, the listener logs a WARN and sets the policy
-/// on each socket from then on. On other systems the policy is always set per socket (keepalive on
-/// a listening socket can kill the listener on macOS and the BSDs).
+/// on each socket from then on. On other systems the policy is always set per socket (inheritance
+/// is measured on Linux only; see the crate docs, "Platforms").
 ///
 /// A `setsockopt` that fails on an accepted socket is logged at WARN (`failed to apply
 /// keepalive`) and the connection is kept; with [`strict`](Self::strict) the connection is

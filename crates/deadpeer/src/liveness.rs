@@ -373,6 +373,12 @@ impl Liveness {
     ///
     /// The future holds no descriptor and needs no runtime: any executor can poll it.
     ///
+    /// # Platform
+    ///
+    /// On Linux and Android it resolves at the kernel's verdict, with no read or write pending
+    /// (an error-only epoll registration). Elsewhere it resolves when a read or write on the
+    /// stream (or a clone's `dead()` after one) sees the death, or when the stream is dropped.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future loses nothing, and the death stays latched for the next
