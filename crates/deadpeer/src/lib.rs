@@ -83,14 +83,12 @@ pub use stream::{KeepaliveStream, connect};
 
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-#[path = "axum_impl.rs"]
 pub mod axum;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub mod tls;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-#[path = "tonic_impl.rs"]
 pub mod tonic;
 
 #[cfg(feature = "tower")]
@@ -98,7 +96,6 @@ pub mod tonic;
 pub mod layer;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
-#[path = "reqwest_impl.rs"]
 pub mod reqwest;
 
 /// The guide's Rust blocks, compiled and run as doctests.

@@ -405,3 +405,17 @@ proptest! {
         prop_assert!(slack <= bound.mul_f64(8.0 / 63.0) + Duration::from_millis(20) * ticks, "{slack:?} for {p}");
     }
 }
+
+proptest! {
+    /// The bound of the values read back from a socket is the policy's own: one formula serves
+    /// both (`SocketKeepalive::detection_bound`, `KeepalivePolicy::detection_bound`).
+    #[test]
+    fn read_back_values_give_the_policys_bound(p in valid_policy()) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        deadpeer::apply(&stream, p).unwrap();
+        let got = deadpeer::inspect(&stream).unwrap();
+        prop_assert!(got.matches(p));
+        prop_assert_eq!(got.detection_bound(), p.detection_bound(), "{}", p);
+    }
+}

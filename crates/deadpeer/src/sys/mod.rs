@@ -13,11 +13,13 @@ use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
 
 #[cfg(unix)]
-#[path = "unix.rs"]
-mod imp;
+mod unix;
+#[cfg(unix)]
+use unix as imp;
 #[cfg(windows)]
-#[path = "windows.rs"]
-mod imp;
+mod windows;
+#[cfg(windows)]
+use windows as imp;
 
 pub(crate) use imp::borrow;
 #[cfg(feature = "tokio")]
@@ -110,19 +112,12 @@ impl SocketKeepalive {
     /// timeout, the first probe tick at or past it (see
     /// [`KeepalivePolicy::detection_bound`]).
     pub fn detection_bound(&self) -> Duration {
-        let probes = match self.user_timeout {
-            Some(ut) if !self.interval.is_zero() => {
-                let after_idle = ut.saturating_sub(self.idle);
-                let ticks = after_idle
-                    .as_nanos()
-                    .div_ceil(self.interval.as_nanos())
-                    .max(1);
-                u32::try_from(ticks).unwrap_or(u32::MAX)
-            }
-            _ => self.probes,
-        };
-        self.idle
-            .saturating_add(self.interval.saturating_mul(probes))
+        let ticks =
+            crate::policy::probe_ticks(self.idle, self.interval, self.probes, self.user_timeout);
+        self.idle.saturating_add(
+            self.interval
+                .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX)),
+        )
     }
 }
 
