@@ -106,17 +106,10 @@ impl std::fmt::Display for Release {
     }
 }
 
-/// The keepalive tick at which the kernel ends a silent idle connection: with a user timeout,
-/// the first tick `idle + k × interval` with `k ≥ 1` and at least the user timeout after the last
-/// received segment; without one, `k = probes` (`tcp_keepalive_timer`; measured in docs/kernel.md,
-/// "The user timeout replaces the probe count"). Returns `k`.
+/// The keepalive tick at which the kernel ends a silent idle connection
+/// ([`deadpeer::kernel::probe_ticks`], the library's one formula). Returns `k`.
 pub(crate) fn probe_ticks(k: &Keepalive, user_timeout: Option<Duration>) -> u64 {
-    let Some(ut) = user_timeout else {
-        return k.probes.into();
-    };
-    let interval = k.interval.as_millis().max(1);
-    let after_idle = ut.as_millis().saturating_sub(k.idle.as_millis());
-    (after_idle.div_ceil(interval) as u64).max(1)
+    deadpeer::kernel::probe_ticks(k.idle, k.interval, k.probes, user_timeout)
 }
 
 fn policy_text(k: &Keepalive) -> String {

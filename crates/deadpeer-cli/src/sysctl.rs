@@ -10,14 +10,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use deadpeer::kernel::Sysctl;
 use deadpeer::{KeepalivePolicy, PolicyError, UserTimeout};
 
 use crate::error::CliError;
-
-const PROC_DIR: &str = "/proc/sys/net/ipv4";
 
 /// Where `kernel set --persist` writes when no path is given.
 pub(crate) const DEFAULT_CONF: &str = "/etc/sysctl.d/60-deadpeer-keepalive.conf";
@@ -25,92 +24,27 @@ pub(crate) const DEFAULT_CONF: &str = "/etc/sysctl.d/60-deadpeer-keepalive.conf"
 /// The first line of every file `--persist` writes; a file without it is not overwritten.
 const MARKER: &str = "# Written by deadpeer";
 
-/// One of the four sysctls the CLI reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sysctl {
-    /// The file name under `/proc/sys/net/ipv4`.
-    pub(crate) file: &'static str,
-    /// The `sysctl` name.
-    pub(crate) name: &'static str,
-    /// The `kernel set` flag that sets it.
-    pub(crate) flag: &'static str,
-    /// The smallest value deadpeer accepts: the socket option's range for the keepalive values (the sysctl
-    /// itself takes more, e.g. 0, which no socket could set), the kernel's for `tcp_retries2`.
-    pub(crate) min: i64,
-    /// The largest value deadpeer accepts.
-    pub(crate) max: i64,
-    /// The Linux default.
-    pub(crate) default: i64,
+/// The `kernel set` flag that sets a sysctl.
+pub(crate) fn flag(s: &Sysctl) -> &'static str {
+    match *s {
+        Sysctl::TIME => "--idle",
+        Sysctl::INTVL => "--interval",
+        Sysctl::PROBES => "--probes",
+        _ => "--retries2",
+    }
 }
 
-impl Sysctl {
-    /// `net.ipv4.tcp_keepalive_time`: seconds of idleness before the first probe.
-    pub(crate) const TIME: Sysctl = Sysctl {
-        file: "tcp_keepalive_time",
-        name: "net.ipv4.tcp_keepalive_time",
-        flag: "--idle",
-        min: 1,
-        max: 32767,
-        default: 7200,
-    };
-    /// `net.ipv4.tcp_keepalive_intvl`: seconds between probes.
-    pub(crate) const INTVL: Sysctl = Sysctl {
-        file: "tcp_keepalive_intvl",
-        name: "net.ipv4.tcp_keepalive_intvl",
-        flag: "--interval",
-        min: 1,
-        max: 32767,
-        default: 75,
-    };
-    /// `net.ipv4.tcp_keepalive_probes`: unanswered probes before the peer is dead.
-    pub(crate) const PROBES: Sysctl = Sysctl {
-        file: "tcp_keepalive_probes",
-        name: "net.ipv4.tcp_keepalive_probes",
-        flag: "--probes",
-        min: 1,
-        max: 127,
-        default: 9,
-    };
-    /// `net.ipv4.tcp_retries2`: retransmissions of unacknowledged data before the connection is
-    /// dropped when no user timeout is set. The kernel holds it in a byte (0..=255).
-    pub(crate) const RETRIES2: Sysctl = Sysctl {
-        file: "tcp_retries2",
-        name: "net.ipv4.tcp_retries2",
-        flag: "--retries2",
-        min: 0,
-        max: 255,
-        default: 15,
-    };
+/// Whether deadpeer accepts `value` for `s`.
+pub(crate) fn in_range(s: &Sysctl, value: i64) -> bool {
+    s.range().contains(&value)
+}
 
-    /// The four, in display order.
-    pub(crate) const ALL: [Sysctl; 4] = [Self::TIME, Self::INTVL, Self::PROBES, Self::RETRIES2];
-
-    /// Whether deadpeer accepts `value` (`min..=max`).
-    pub(crate) fn in_range(&self, value: i64) -> bool {
-        (self.min..=self.max).contains(&value)
-    }
-
-    /// The procfs path, `/proc/sys/net/ipv4/<file>`.
-    pub(crate) fn path(&self) -> PathBuf {
-        Path::new(PROC_DIR).join(self.file)
-    }
-
-    fn read(&self) -> Result<i64, CliError> {
-        let path = self.path();
-        let text = fs::read_to_string(&path).map_err(|e| {
-            CliError::runtime(format!(
-                "cannot read {}: {e}; deadpeer kernel needs Linux with /proc mounted",
-                path.display()
-            ))
-        })?;
-        text.trim().parse().map_err(|e| {
-            CliError::runtime(format!(
-                "{} holds {:?}, not a whole number: {e}",
-                path.display(),
-                text.trim()
-            ))
-        })
-    }
+fn read(s: &Sysctl) -> Result<i64, CliError> {
+    s.read().map_err(|e| {
+        CliError::runtime(format!(
+            "{e}; deadpeer kernel needs Linux with /proc mounted"
+        ))
+    })
 }
 
 /// The four values as the kernel holds them, out-of-range ones included.
@@ -126,19 +60,19 @@ impl Values {
     /// Reads the calling thread's network namespace.
     pub(crate) fn read() -> Result<Self, CliError> {
         Ok(Self {
-            time: Sysctl::TIME.read()?,
-            intvl: Sysctl::INTVL.read()?,
-            probes: Sysctl::PROBES.read()?,
-            retries2: Sysctl::RETRIES2.read()?,
+            time: read(&Sysctl::TIME)?,
+            intvl: read(&Sysctl::INTVL)?,
+            probes: read(&Sysctl::PROBES)?,
+            retries2: read(&Sysctl::RETRIES2)?,
         })
     }
 
     /// The value of one sysctl.
     pub(crate) fn get(&self, s: &Sysctl) -> i64 {
-        match s.file {
-            "tcp_keepalive_time" => self.time,
-            "tcp_keepalive_intvl" => self.intvl,
-            "tcp_keepalive_probes" => self.probes,
+        match *s {
+            Sysctl::TIME => self.time,
+            Sysctl::INTVL => self.intvl,
+            Sysctl::PROBES => self.probes,
             _ => self.retries2,
         }
     }
@@ -147,7 +81,7 @@ impl Values {
     pub(crate) fn out_of_range(&self) -> Vec<Sysctl> {
         Sysctl::ALL
             .into_iter()
-            .filter(|s| !s.in_range(self.get(s)))
+            .filter(|s| !in_range(s, self.get(s)))
             .collect()
     }
 
@@ -169,7 +103,10 @@ pub(crate) fn problem(s: &Sysctl, value: i64) -> String {
     format!(
         "{} = {value} is out of range: deadpeer accepts {}..={}; repair it with deadpeer kernel set {} …, \
          or restore the Linux defaults with deadpeer kernel set --policy linux-default",
-        s.name, s.min, s.max, s.flag
+        s.name(),
+        s.range().start(),
+        s.range().end(),
+        flag(s)
     )
 }
 
@@ -222,7 +159,7 @@ impl Settings {
         let assignments: Vec<String> = self
             .pairs()
             .iter()
-            .map(|(s, v)| format!("{}={v}", s.name))
+            .map(|(s, v)| format!("{}={v}", s.name()))
             .collect();
         format!("sysctl -w {}", assignments.join(" "))
     }
@@ -231,7 +168,7 @@ impl Settings {
     fn lines(&self) -> String {
         self.pairs()
             .iter()
-            .map(|(s, v)| format!("{} = {v}\n", s.name))
+            .map(|(s, v)| format!("{} = {v}\n", s.name()))
             .collect()
     }
 
@@ -254,24 +191,18 @@ impl Settings {
     /// Writes the values to the calling thread's network namespace, in order.
     pub(crate) fn write(&self) -> Result<(), CliError> {
         for (s, value) in self.pairs() {
-            fs::write(s.path(), format!("{value}\n")).map_err(|e| {
-                let denied = matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-                ) || e.raw_os_error() == Some(1);
-                if denied {
+            // Every value is a policy's or a byte: within `i64`.
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            s.write(value).map_err(|e| {
+                if e.kind() == io::ErrorKind::PermissionDenied {
                     CliError::runtime(format!(
-                        "cannot write {}: {e}; writing the keepalive defaults needs root, or \
-                         CAP_NET_ADMIN in this network namespace; run instead: {}",
+                        "cannot write {}: permission denied; writing the keepalive defaults needs \
+                         root, or CAP_NET_ADMIN in this network namespace; run instead: {}",
                         s.path().display(),
                         self.command()
                     ))
                 } else {
-                    CliError::runtime(format!(
-                        "cannot write {} = {value} to {}: {e}",
-                        s.name,
-                        s.path().display()
-                    ))
+                    CliError::runtime(format!("cannot write {} = {value}: {e}", s.name()))
                 }
             })?;
         }

@@ -1,4 +1,6 @@
-//! The kernel's keepalive defaults: `/proc/sys/net/ipv4/tcp_keepalive_*` and `tcp_retries2`.
+//! The kernel's keepalive defaults (`/proc/sys/net/ipv4/tcp_keepalive_*` and `tcp_retries2`,
+//! [`Sysctl`], [`SystemKeepalive`]) and its timers' arithmetic ([`probe_ticks`],
+//! [`retransmit_bound`]).
 //!
 //! These defaults apply to sockets that turn `SO_KEEPALIVE` on without setting the other options.
 //! They are per network namespace: reading or writing them affects the namespace of the calling
@@ -7,6 +9,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,41 +35,155 @@ fn linux_only() -> io::Result<()> {
     }
 }
 
-/// One of the sysctls [`SystemKeepalive`] reads.
+/// One of the kernel's four TCP keepalive sysctls: its name, its file under `/proc/sys/net/ipv4`,
+/// the values deadpeer accepts, and Linux's default. The one model of these sysctls, for
+/// [`SystemKeepalive`] and the `deadpeer` command.
+///
+/// ```
+/// use deadpeer::kernel::Sysctl;
+///
+/// assert_eq!(Sysctl::TIME.name(), "net.ipv4.tcp_keepalive_time");
+/// assert_eq!(Sysctl::PROBES.range(), 1..=127);
+/// assert_eq!(Sysctl::RETRIES2.default_value(), 15);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sysctl {
-    /// The file name under `/proc/sys/net/ipv4`.
+pub struct Sysctl {
     file: &'static str,
-    /// The `sysctl` name.
     name: &'static str,
+    min: i64,
+    max: i64,
+    default: i64,
 }
 
 impl Sysctl {
-    /// `net.ipv4.tcp_keepalive_time`: seconds of idleness before the first probe.
-    const TIME: Sysctl = Sysctl {
+    /// `net.ipv4.tcp_keepalive_time`: seconds of idleness before the first probe (1..=32767, the
+    /// socket option's range; the sysctl itself takes more, which no socket could set).
+    pub const TIME: Sysctl = Sysctl {
         file: "tcp_keepalive_time",
         name: "net.ipv4.tcp_keepalive_time",
+        min: 1,
+        max: 32767,
+        default: 7200,
     };
-    /// `net.ipv4.tcp_keepalive_intvl`: seconds between probes.
-    const INTVL: Sysctl = Sysctl {
+    /// `net.ipv4.tcp_keepalive_intvl`: seconds between probes (1..=32767).
+    pub const INTVL: Sysctl = Sysctl {
         file: "tcp_keepalive_intvl",
         name: "net.ipv4.tcp_keepalive_intvl",
+        min: 1,
+        max: 32767,
+        default: 75,
     };
-    /// `net.ipv4.tcp_keepalive_probes`: unanswered probes before the peer is dead.
-    const PROBES: Sysctl = Sysctl {
+    /// `net.ipv4.tcp_keepalive_probes`: unanswered probes before the peer is dead (1..=127).
+    pub const PROBES: Sysctl = Sysctl {
         file: "tcp_keepalive_probes",
         name: "net.ipv4.tcp_keepalive_probes",
+        min: 1,
+        max: 127,
+        default: 9,
     };
     /// `net.ipv4.tcp_retries2`: retransmissions of unacknowledged data before the connection is
-    /// dropped, when no user timeout is set (15 gives about 924.6 s).
-    const RETRIES2: Sysctl = Sysctl {
+    /// dropped, when no user timeout is set (0..=255, a byte in the kernel; 15 gives about
+    /// 924.6 s, see [`retransmit_bound`]).
+    pub const RETRIES2: Sysctl = Sysctl {
         file: "tcp_retries2",
         name: "net.ipv4.tcp_retries2",
+        min: 0,
+        max: 255,
+        default: 15,
     };
 
+    /// The four, in display order.
+    pub const ALL: [Sysctl; 4] = [Self::TIME, Self::INTVL, Self::PROBES, Self::RETRIES2];
+
+    /// The `sysctl` name, `net.ipv4.…`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// The procfs path, `/proc/sys/net/ipv4/<file>`.
-    fn path(&self) -> PathBuf {
+    pub fn path(&self) -> PathBuf {
         Path::new(PROC_DIR).join(self.file)
+    }
+
+    /// The values deadpeer accepts.
+    pub fn range(&self) -> RangeInclusive<i64> {
+        self.min..=self.max
+    }
+
+    /// Linux's default.
+    pub fn default_value(&self) -> i64 {
+        self.default
+    }
+
+    /// Reads the value in the calling thread's network namespace, as the kernel holds it (a value
+    /// outside [`range`](Self::range) is returned as it is, so that it can be repaired).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::Unsupported`] off Linux and Android; the file's error, naming the path;
+    /// [`io::ErrorKind::InvalidData`] when it holds no whole number.
+    pub fn read(&self) -> io::Result<i64> {
+        linux_only()?;
+        let path = self.path();
+        let text = fs::read_to_string(&path).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
+        })?;
+        text.trim().parse().map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds {:?}, not a whole number: {e}",
+                    path.display(),
+                    text.trim()
+                ),
+            )
+        })
+    }
+
+    /// Writes `value` in the calling thread's network namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for a value outside [`range`](Self::range), naming it and
+    /// the range; [`io::ErrorKind::Unsupported`] off Linux and Android;
+    /// [`io::ErrorKind::PermissionDenied`] without privilege (root, or `CAP_NET_ADMIN` in the
+    /// network namespace), naming the `sysctl -w` command to run instead; other errors name the
+    /// file.
+    pub fn write(&self, value: i64) -> io::Result<()> {
+        self.write_or_run(value, &format!("sysctl -w {}={value}", self.name))
+    }
+
+    /// [`write`](Self::write), naming `command` as what to run instead without privilege.
+    fn write_or_run(&self, value: i64, command: &str) -> io::Result<()> {
+        if !self.range().contains(&value) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} = {value} is out of range: deadpeer accepts {}..={}",
+                    self.name, self.min, self.max
+                ),
+            ));
+        }
+        linux_only()?;
+        let path = self.path();
+        fs::write(&path, format!("{value}\n")).map_err(|e| {
+            let denied = matches!(
+                e.kind(),
+                io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+            ) || e.raw_os_error() == Some(EPERM);
+            if denied {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "cannot write {}: {e}; writing the keepalive defaults needs root, or \
+                         CAP_NET_ADMIN in this network namespace; run instead: {command}",
+                        path.display()
+                    ),
+                )
+            } else {
+                io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+            }
+        })
     }
 }
 
@@ -97,11 +214,24 @@ impl SystemKeepalive {
     /// be read (no procfs), with the path in the message; or when a value is outside what a
     /// policy can hold.
     pub fn read() -> io::Result<Self> {
-        linux_only()?;
-        let idle = read_u32(Sysctl::TIME)?;
-        let interval = read_u32(Sysctl::INTVL)?;
-        let probes = read_u32(Sysctl::PROBES)?;
-        let retries2 = read_u32(Sysctl::RETRIES2)?;
+        let read = |s: Sysctl| {
+            let value = s.read()?;
+            u32::try_from(value).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} = {value} is out of range: deadpeer accepts {}..={}",
+                        s.name, s.min, s.max
+                    ),
+                )
+            })
+        };
+        let (idle, interval, probes) = (
+            read(Sysctl::TIME)?,
+            read(Sysctl::INTVL)?,
+            read(Sysctl::PROBES)?,
+        );
+        let retries2 = read(Sysctl::RETRIES2)?;
         let policy = KeepalivePolicy::builder()
             .idle(Duration::from_secs(idle.into()))
             .interval(Duration::from_secs(interval.into()))
@@ -118,44 +248,30 @@ impl SystemKeepalive {
     }
 
     /// Writes `policy`'s idle time, interval and probe count as the defaults of the calling
-    /// thread's network namespace. The user timeout has no system-wide setting and is ignored.
+    /// thread's network namespace ([`Sysctl::write`], in order). The user timeout has no
+    /// system-wide setting and is ignored.
     ///
     /// # Errors
     ///
-    /// Without privilege, an [`io::ErrorKind::PermissionDenied`] error that says what is needed
-    /// (root, or `CAP_NET_ADMIN` in the network namespace) and gives the `sysctl -w` command to
-    /// run instead. Other I/O errors name the file. [`io::ErrorKind::Unsupported`] on systems
-    /// other than Linux and Android.
+    /// As [`Sysctl::write`]; without privilege, the [`io::ErrorKind::PermissionDenied`] error
+    /// gives the `sysctl -w` command that sets all three values.
     pub fn write(policy: KeepalivePolicy) -> io::Result<()> {
-        linux_only()?;
         let values = [
             (Sysctl::TIME, policy.idle().as_secs()),
             (Sysctl::INTVL, policy.interval().as_secs()),
             (Sysctl::PROBES, policy.probes().into()),
         ];
+        let command = format!(
+            "sysctl -w {}",
+            values
+                .iter()
+                .map(|(s, v)| format!("{}={v}", s.name))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         for (sysctl, value) in values {
-            fs::write(sysctl.path(), format!("{value}\n")).map_err(|e| {
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
-                ) || e.raw_os_error() == Some(EPERM)
-                {
-                    io::Error::new(
-                        io::ErrorKind::PermissionDenied,
-                        format!(
-                            "cannot write {}: {e}; writing the keepalive defaults needs root, or \
-                             CAP_NET_ADMIN in this network namespace; run instead: {}",
-                            sysctl.path().display(),
-                            sysctl_command(&policy)
-                        ),
-                    )
-                } else {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot write {}: {e}", sysctl.path().display()),
-                    )
-                }
-            })?;
+            // A policy's values are within every range, so the conversion cannot fail.
+            sysctl.write_or_run(i64::try_from(value).unwrap_or(i64::MAX), &command)?;
         }
         Ok(())
     }
@@ -169,6 +285,37 @@ impl SystemKeepalive {
     /// [`retransmit_bound`] of these defaults' `tcp_retries2`.
     pub fn retransmit_bound(&self) -> Duration {
         retransmit_bound(self.retries2)
+    }
+}
+
+/// How many keepalive timer ticks after the idle time the kernel declares a silent peer of an idle
+/// connection dead (Linux's `tcp_keepalive_timer`, measured in docs/kernel.md): the probe count,
+/// or, with a user timeout, the first tick at or past it, at least one (the kernel then ignores
+/// the probe count). The bound is `idle + interval × ticks`. The one formula behind
+/// [`KeepalivePolicy::detection_bound`] and [`SocketKeepalive::detection_bound`](crate::SocketKeepalive::detection_bound)
+/// (a policy's `Auto` user timeout, half an interval short of the last probe, gives the probe
+/// count).
+///
+/// ```
+/// use std::time::Duration;
+/// let s = Duration::from_secs;
+/// assert_eq!(deadpeer::kernel::probe_ticks(s(15), s(15), 3, None), 3);
+/// // reqwest's defaults: the 30 s user timeout ends it at the first probe.
+/// assert_eq!(deadpeer::kernel::probe_ticks(s(15), s(15), 3, Some(s(30))), 1);
+/// ```
+pub fn probe_ticks(
+    idle: Duration,
+    interval: Duration,
+    probes: u32,
+    user_timeout: Option<Duration>,
+) -> u64 {
+    match user_timeout {
+        Some(ut) if !interval.is_zero() => {
+            let after_idle = ut.saturating_sub(idle).as_nanos();
+            // At most i32::MAX ms / 1 s, about 2.1 million: fits.
+            after_idle.div_ceil(interval.as_nanos()).max(1) as u64
+        }
+        _ => u64::from(probes),
     }
 }
 
@@ -203,35 +350,6 @@ impl fmt::Display for SystemKeepalive {
             self.policy.probes()
         )
     }
-}
-
-/// The `sysctl -w` command that sets `policy` as the kernel default.
-fn sysctl_command(policy: &KeepalivePolicy) -> String {
-    format!(
-        "sysctl -w {}={} {}={} {}={}",
-        Sysctl::TIME.name,
-        policy.idle().as_secs(),
-        Sysctl::INTVL.name,
-        policy.interval().as_secs(),
-        Sysctl::PROBES.name,
-        policy.probes()
-    )
-}
-
-fn read_u32(sysctl: Sysctl) -> io::Result<u32> {
-    let path = sysctl.path();
-    let text = fs::read_to_string(&path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
-    text.trim().parse().map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{} holds {:?}, not a whole number: {e}",
-                path.display(),
-                text.trim()
-            ),
-        )
-    })
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ impl KeepalivePolicy {
     /// outstanding (`k ≥ 1`) and the time since the last received segment has reached the user
     /// timeout.
     fn probe_ticks(&self) -> u64 {
-        probe_ticks(
+        crate::kernel::probe_ticks(
             self.idle(),
             self.interval(),
             self.probes,
@@ -385,27 +385,6 @@ impl Default for KeepalivePolicy {
     /// [`KeepalivePolicy::CLOUD`].
     fn default() -> Self {
         Self::CLOUD
-    }
-}
-
-/// The keepalive timer ticks after the idle time until the kernel declares a silent peer dead
-/// (Linux's `tcp_keepalive_timer`): the probe count, or, with a user timeout, the first tick at or
-/// past it (the kernel then ignores the probe count). `Auto`'s user timeout, half an interval
-/// short of the last probe, gives the probe count either way. The one formula behind
-/// [`KeepalivePolicy::detection_bound`] and [`SocketKeepalive::detection_bound`](crate::SocketKeepalive::detection_bound).
-pub(crate) fn probe_ticks(
-    idle: Duration,
-    interval: Duration,
-    probes: u32,
-    user_timeout: Option<Duration>,
-) -> u64 {
-    match user_timeout {
-        Some(ut) if !interval.is_zero() => {
-            let after_idle = ut.saturating_sub(idle).as_nanos();
-            // At most i32::MAX ms / 1 s, about 2.1 million: fits.
-            after_idle.div_ceil(interval.as_nanos()).max(1) as u64
-        }
-        _ => u64::from(probes),
     }
 }
 

@@ -47,3 +47,38 @@ fn write_changes_only_the_private_namespace() {
         "the host's sysctls changed"
     );
 }
+
+/// `Sysctl`, the one model of the four sysctls: each reads what procfs holds, refuses a value
+/// outside its range before touching the file, and writes inside a private namespace only.
+#[test]
+fn sysctl_reads_writes_and_refuses_out_of_range() {
+    use deadpeer::kernel::Sysctl;
+    for s in Sysctl::ALL {
+        let text = std::fs::read_to_string(s.path()).unwrap();
+        assert_eq!(s.read().unwrap(), text.trim().parse::<i64>().unwrap());
+        let above = *s.range().end() + 1;
+        let err = s.write(above).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains(s.name()) && err.to_string().contains(&above.to_string()),
+            "{err}"
+        );
+    }
+    let Some(lab) = lab_or_skip!() else {
+        return;
+    };
+    let host = Sysctl::RETRIES2.read().unwrap();
+    let inside = lab
+        .client()
+        .run(|| {
+            Sysctl::RETRIES2.write(8).unwrap();
+            Sysctl::RETRIES2.read().unwrap()
+        })
+        .unwrap();
+    assert_eq!(inside, 8);
+    assert_eq!(
+        Sysctl::RETRIES2.read().unwrap(),
+        host,
+        "the host's sysctl changed"
+    );
+}

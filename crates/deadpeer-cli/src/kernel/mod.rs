@@ -11,7 +11,9 @@ use serde::Serialize;
 
 use crate::error::CliError;
 use crate::output::{Out, bound, outln, secs_f64, secs_tenths};
-use crate::sysctl::{self, Sysctl, Values};
+use deadpeer::kernel::Sysctl;
+
+use crate::sysctl::{self, Values};
 
 /// Arguments of `deadpeer kernel`.
 #[derive(Debug, clap::Args)]
@@ -91,10 +93,10 @@ impl KernelJson {
             sysctls: Sysctl::ALL
                 .iter()
                 .map(|s| SysctlJson {
-                    name: s.name,
+                    name: s.name(),
                     path: s.path().display().to_string(),
                     value: v.get(s),
-                    in_range: s.in_range(v.get(s)),
+                    in_range: sysctl::in_range(s, v.get(s)),
                 })
                 .collect(),
             problems: problems(v),
@@ -151,22 +153,26 @@ fn show(json: bool, out: &mut Out) -> Result<(), CliError> {
 fn print_values(v: &Values, out: &mut Out) {
     for s in Sysctl::ALL {
         let value = v.get(&s);
-        let unit = if s.flag == "--idle" || s.flag == "--interval" {
+        let unit = if matches!(s, Sysctl::TIME | Sysctl::INTVL) {
             "s"
         } else {
             ""
         };
-        let label = s.flag.trim_start_matches('-');
-        let flag = if s.in_range(value) {
+        let label = sysctl::flag(&s).trim_start_matches('-');
+        let flag = if sysctl::in_range(&s, value) {
             String::new()
         } else {
-            format!("  OUT OF RANGE ({}..={})", s.min, s.max)
+            format!(
+                "  OUT OF RANGE ({}..={})",
+                s.range().start(),
+                s.range().end()
+            )
         };
         outln!(
             out,
             "  {label:<9}{:>6}  {:<31}{}{flag}",
             format!("{value}{unit}"),
-            s.name,
+            s.name(),
             s.path().display()
         );
     }
@@ -177,7 +183,7 @@ pub(crate) fn values(v: &Values) -> String {
     let bound = match v.policy() {
         Some(p) => format!("dead peer found after {}", bound(&p)),
         None => {
-            let names: Vec<&str> = v.out_of_range().iter().map(|s| s.name).collect();
+            let names: Vec<&str> = v.out_of_range().iter().map(|s| s.name()).collect();
             format!("out of range: {}", names.join(", "))
         }
     };

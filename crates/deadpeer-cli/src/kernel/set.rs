@@ -11,7 +11,9 @@ use super::{KernelJson, values};
 use crate::error::CliError;
 use crate::output::{Out, outln};
 use crate::parse;
-use crate::sysctl::{self, DEFAULT_CONF, Settings, Sysctl, Values};
+use deadpeer::kernel::Sysctl;
+
+use crate::sysctl::{self, DEFAULT_CONF, Settings, Values};
 
 pub(super) const EXAMPLES: &str = "\
 Examples:
@@ -217,13 +219,16 @@ pub(super) fn run(args: SetArgs, json: bool, out: &mut Out) -> Result<(), CliErr
 /// it when the kernel holds a value out of range.
 fn current(v: &Values, s: &Sysctl) -> Result<i64, CliError> {
     let value = v.get(s);
-    if s.in_range(value) {
+    if sysctl::in_range(s, value) {
         Ok(value)
     } else {
         Err(CliError::usage(format!(
             "{} = {value} is out of range ({}..={}), so it cannot be kept: give {} to repair it, \
              or --policy linux-default to restore the Linux defaults",
-            s.name, s.min, s.max, s.flag
+            s.name(),
+            s.range().start(),
+            s.range().end(),
+            sysctl::flag(s)
         )))
     }
 }

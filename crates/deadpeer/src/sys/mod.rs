@@ -113,7 +113,7 @@ impl SocketKeepalive {
     /// [`KeepalivePolicy::detection_bound`]).
     pub fn detection_bound(&self) -> Duration {
         let ticks =
-            crate::policy::probe_ticks(self.idle, self.interval, self.probes, self.user_timeout);
+            crate::kernel::probe_ticks(self.idle, self.interval, self.probes, self.user_timeout);
         self.idle.saturating_add(
             self.interval
                 .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX)),
