@@ -23,7 +23,7 @@ mod watch;
 #[path = "watch_none.rs"]
 mod watch;
 #[cfg(feature = "tokio")]
-pub(crate) use watch::{OnError, WatchedFd};
+pub(crate) use watch::{OnError, Report, WatchedFd};
 
 /// The keepalive options in effect on a socket, read back by [`inspect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,9 +6,12 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::Weak;
 
+/// What would follow a latched death on the reaper thread (never, here).
+pub(crate) type Report = Box<dyn FnOnce() + Send>;
+
 /// Told when the kernel reports an error on a watched socket (never, here).
 pub(crate) trait OnError: Send + Sync {
-    fn on_error(&self);
+    fn on_error(&self) -> Option<Report>;
 }
 
 /// Never watching.
