@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpStream;
 
 use crate::error::DeadPeer;
-use crate::liveness::{Liveness, Meta, Shared};
+use crate::liveness::{Liveness, Meta, Observer, Shared};
 use crate::sys::{self, TcpInfo};
 
 /// Created with the stream; the shared state (`Arc<Shared>`) only on the first `liveness()` or
@@ -92,7 +92,15 @@ impl Latch {
         };
         let shut_down = self.shut_down.load(Ordering::Relaxed);
         self.shared()
-            .verdict(socket.as_fd(), seen, shut_down, known)
+            .verdict(socket.as_fd(), Observer::Io { seen, shut_down }, known)
+    }
+
+    /// Judges a socket the kernel closed before it was wrapped (`info` shows `CLOSE`): the
+    /// first observer latches its death for every later one, with the pending errno's cause, or
+    /// [`Cause::Aborted`](crate::Cause::Aborted) when someone else took the errno.
+    pub(crate) fn closed_before_wrap(&self, socket: &TcpStream, info: TcpInfo) {
+        self.shared()
+            .verdict(socket.as_fd(), Observer::Wrap, Some(info));
     }
 
     /// Ends the watch: `open` is the socket when it lives on, unwrapped.
