@@ -249,29 +249,29 @@ impl Shared {
         // The kernel closed the connection (or, without TCP_INFO, may have). The errno that
         // names the reason is `seen` unless `seen` is only the aftermath (EPIPE, ENOTCONN) or
         // an EOF: then the reason is still pending in SO_ERROR, unless someone consumed it.
-        let seen = match observer {
-            Observer::Io { seen, .. } => seen,
-            Observer::Reaper | Observer::Wrap => None,
-        };
-        let errno = match seen {
-            Some(errno) if !sys::is_aftermath(errno) => Some(errno),
-            _ => match sys::take_error(&socket)
+        let pending_error = |socket: BorrowedFd<'_>| {
+            sys::take_error(&socket)
                 .ok()
                 .flatten()
                 .and_then(|e| e.raw_os_error())
-            {
-                Some(errno) => Some(errno),
-                None => match observer {
-                    Observer::Io {
-                        seen: Some(errno),
-                        shut_down: false,
-                    } => Some(errno),
-                    // Closed before deadpeer was given the socket, its errno taken by someone
-                    // else: nothing says why (`Cause::Aborted`, no errno).
-                    Observer::Wrap if info.is_some() => None,
+        };
+        let errno = match observer {
+            // Taken by `wrap`, which saw `CLOSE` first; `None` when someone else had taken it:
+            // nothing says why (`Cause::Aborted`, no errno).
+            Observer::Wrap { errno } => errno,
+            Observer::Io { seen, shut_down } => match seen {
+                Some(errno) if !sys::is_aftermath(errno) => Some(errno),
+                _ => match pending_error(socket) {
+                    Some(errno) => Some(errno),
+                    // EPIPE with nothing pending: the reason was taken by an earlier call.
+                    None if seen.is_some() && !shut_down => seen,
                     // EOF, or EPIPE after the application's own shutdown: no death.
-                    _ => return (None, None),
+                    None => return (None, None),
                 },
+            },
+            Observer::Reaper => match pending_error(socket) {
+                Some(errno) => Some(errno),
+                None => return (None, None),
             },
         };
         let cause = match errno {
@@ -284,7 +284,7 @@ impl Shared {
         let idle_for = match observer {
             // `tcpi_last_data_recv` of a connection that died before deadpeer saw it may
             // count from before it was ever established: not an idle time to report.
-            Observer::Wrap => None,
+            Observer::Wrap { .. } => None,
             _ => info.map(|i| i.last_data_recv),
         };
         let dead = DeadPeer::new(
@@ -382,9 +382,10 @@ pub(crate) enum Observer {
     Io { seen: Option<i32>, shut_down: bool },
     /// The reaper thread, told of an error or hang-up.
     Reaper,
-    /// `KeepaliveStream::wrap` or `new`, given a socket the kernel had already closed: the
-    /// first observer, so a close with no errno left is a death whose reason was taken.
-    Wrap,
+    /// `KeepaliveStream::wrap` or `new`, given a socket the kernel had already closed, with the
+    /// pending errno it took: the first observer, so a close with no errno left is a death
+    /// whose reason someone else took.
+    Wrap { errno: Option<i32> },
 }
 
 /// A handle on a connection's liveness, from

@@ -108,8 +108,8 @@ async fn a_closed_socket_with_its_errno_is_judged_by_it() {
     );
 }
 
-/// A socket still in `SYN_SENT`: a loopback listener whose accept queue is full drops the SYN,
-/// so the connect stays in progress.
+/// A socket still in `SYN_SENT` (a loopback listener whose accept queue is full drops the SYN, so
+/// the connect stays in progress), one never connected, and a listening one are refused.
 #[tokio::test(flavor = "current_thread")]
 async fn a_socket_still_connecting_is_refused_with_a_clear_error() {
     let (events, _guard) = capture();
@@ -143,6 +143,14 @@ async fn a_socket_still_connecting_is_refused_with_a_clear_error() {
         text.contains("await the connect first or use deadpeer::connect"),
         "{text}"
     );
+    assert!(events.with_message("dead peer detected").is_empty());
+
+    let never = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    never.set_nonblocking(true).unwrap();
+    let stream = TcpStream::from_std(std::net::TcpStream::from(never)).unwrap();
+    let err = KeepaliveStream::wrap(stream).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotConnected, "{err}");
+    assert!(err.to_string().contains("never connected"), "{err}");
     assert!(events.with_message("dead peer detected").is_empty());
 
     let listening = TcpListener::bind("127.0.0.1:0").await.unwrap();

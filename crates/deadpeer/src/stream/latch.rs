@@ -95,12 +95,12 @@ impl Latch {
             .verdict(socket.as_fd(), Observer::Io { seen, shut_down }, known)
     }
 
-    /// Judges a socket the kernel closed before it was wrapped (`info` shows `CLOSE`): the
-    /// first observer latches its death for every later one, with the pending errno's cause, or
-    /// [`Cause::Aborted`](crate::Cause::Aborted) when someone else took the errno.
-    pub(crate) fn closed_before_wrap(&self, socket: &TcpStream, info: TcpInfo) {
+    /// Judges a socket the kernel closed before it was wrapped (`info` shows `CLOSE`; `errno`
+    /// was pending): the first observer latches its death for every later one, with the
+    /// errno's cause, or [`Cause::Aborted`](crate::Cause::Aborted) when someone else took it.
+    pub(crate) fn closed_before_wrap(&self, socket: &TcpStream, info: TcpInfo, errno: Option<i32>) {
         self.shared()
-            .verdict(socket.as_fd(), Observer::Wrap, Some(info));
+            .verdict(socket.as_fd(), Observer::Wrap { errno }, Some(info));
     }
 
     /// Ends the watch: `open` is the socket when it lives on, unwrapped.

@@ -90,7 +90,8 @@ impl KeepaliveStream {
     ///
     /// The socket must be a connection. One still connecting (a non-blocking `connect` that has
     /// not completed: TCP state `SYN_SENT`) is refused, because the kernel could still refuse
-    /// the connect, which is no dead peer; so is a listening socket. A socket the kernel already
+    /// the connect, which is no dead peer; so are a socket that never connected and a listening
+    /// socket. A socket the kernel already
     /// closed is judged here, as the first observer: its death is latched at once, from its
     /// pending error, or as [`Cause::Aborted`](crate::Cause::Aborted) (no errno) when someone
     /// took that error before (`take_error`), so that reads, writes, [`Liveness::state`] and
@@ -99,9 +100,9 @@ impl KeepaliveStream {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::NotConnected`] for a socket still connecting: await the connect first,
-    /// or use [`deadpeer::connect`](crate::connect); [`io::ErrorKind::InvalidInput`] for a
-    /// listening socket.
+    /// [`io::ErrorKind::NotConnected`] for a socket still connecting or never connected: await
+    /// the connect first, or use [`deadpeer::connect`](crate::connect);
+    /// [`io::ErrorKind::InvalidInput`] for a listening socket.
     pub fn wrap(io: TcpStream) -> io::Result<Self> {
         let closed = check_connected(&io)?;
         let (peer, local) = addrs(&io);
@@ -116,9 +117,9 @@ impl KeepaliveStream {
     }
 
     /// Latches the death of a socket the kernel closed before it was wrapped.
-    fn judged_at_wrap(self, closed: Option<TcpInfo>) -> Self {
-        if let Some(info) = closed {
-            self.latch.closed_before_wrap(&self.io, info);
+    fn judged_at_wrap(self, closed: Option<(TcpInfo, Option<i32>)>) -> Self {
+        if let Some((info, errno)) = closed {
+            self.latch.closed_before_wrap(&self.io, info, errno);
         }
         self
     }
@@ -224,9 +225,10 @@ impl KeepaliveStream {
 const TCP_SYN_SENT: u8 = 2;
 const TCP_LISTEN: u8 = 10;
 
-/// Refuses a socket that is not a connection yet; returns its `TCP_INFO` when the kernel already
-/// closed it. Where `TCP_INFO` is unavailable, nothing is checked.
-fn check_connected(io: &TcpStream) -> io::Result<Option<TcpInfo>> {
+/// Refuses a socket that is not a connection yet; returns its `TCP_INFO` and its pending errno
+/// (taken) when the kernel already closed it. Where `TCP_INFO` is unavailable, nothing is
+/// checked.
+fn check_connected(io: &TcpStream) -> io::Result<Option<(TcpInfo, Option<i32>)>> {
     let Ok(info) = sys::tcp_info(io) else {
         return Ok(None);
     };
@@ -241,7 +243,28 @@ fn check_connected(io: &TcpStream) -> io::Result<Option<TcpInfo>> {
             "cannot wrap a listening socket (TCP state LISTEN); use KeepaliveListener for a \
              listener, and wrap the connections it accepts",
         )),
-        TcpInfo::CLOSE => Ok(Some(info)),
+        TcpInfo::CLOSE => {
+            let errno = sys::take_error(io)
+                .ok()
+                .flatten()
+                .and_then(|e| e.raw_os_error());
+            // A connection the kernel closed has its receive side shut: a peek gives EOF. A
+            // socket that never connected gives ENOTCONN.
+            let mut byte = [std::mem::MaybeUninit::uninit()];
+            let never_connected = errno.is_none()
+                && socket2::SockRef::from(io)
+                    .peek(&mut byte)
+                    .is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN));
+            if never_connected {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "cannot wrap a socket that was never connected (TCP state CLOSE, no \
+                     connection); connect it and await the connect first, or use \
+                     deadpeer::connect",
+                ));
+            }
+            Ok(Some((info, errno)))
+        }
         _ => Ok(None),
     }
 }
