@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -22,10 +22,14 @@ const PER_SOCKET: u8 = 2;
 /// as [`DeadPeer`](crate::DeadPeer) errors.
 ///
 /// On Linux the policy is set once on the listening socket; accepted sockets inherit it, so
-/// `accept` makes no `setsockopt`. The first accepted socket is read back with
-/// [`inspect`](crate::inspect); should it not match, the listener logs a WARN and sets the policy
-/// on each socket from then on. On other systems the policy is always set per socket (inheritance
-/// is measured on Linux only; see the crate docs, "Platforms").
+/// `accept` makes no `setsockopt`. Accepted sockets are read back with
+/// [`inspect`](crate::inspect) until one matches; from then on nothing is checked. Connections
+/// that were already queued when the policy was set (a listener handed over by socket activation
+/// or a graceful restart) did not inherit it: each gets the policy set on its own socket, without
+/// a WARN, and the connections after them inherit. Should a socket that arrived after the policy
+/// was set not match, the listener logs a WARN and sets the policy on each socket from then on.
+/// On other systems the policy is always set per socket (inheritance is measured on Linux only;
+/// see the crate docs, "Platforms").
 ///
 /// A `setsockopt` that fails on an accepted socket is logged at WARN (`failed to apply
 /// keepalive`) and the connection is kept; with [`strict`](Self::strict) the connection is
@@ -51,6 +55,9 @@ pub struct KeepaliveListener {
     inner: TcpListener,
     policy: KeepalivePolicy,
     mode: AtomicU8,
+    /// Connections queued before the policy was set (the accept queue's length then, from
+    /// `TCP_INFO`), still allowed not to have inherited it.
+    queued: AtomicU32,
     strict: bool,
     /// The listener's own address when it is bound to a specific IP: then it is every accepted
     /// socket's local address too, and no `getsockname` is needed per accept.
@@ -88,11 +95,15 @@ impl KeepaliveListener {
     /// # Ok(()) }
     /// ```
     pub fn new(inner: TcpListener, policy: KeepalivePolicy) -> io::Result<Self> {
-        let mode = if sys::LISTENER_INHERITS {
+        let (mode, queued) = if sys::LISTENER_INHERITS {
             sys::apply(&inner, policy)?;
-            VERIFY
+            // Connections established from here on inherit the policy; those already waiting to
+            // be accepted do not. For a listening socket `tcpi_unacked` is the accept queue's
+            // length (docs/kernel.md, "Inheritance").
+            let queued = sys::tcp_info(&inner).map_or(0, |i| i.unacked);
+            (VERIFY, queued)
         } else {
-            PER_SOCKET
+            (PER_SOCKET, 0)
         };
         let local = inner.local_addr().ok();
         let fixed_local = local.filter(|a| !a.ip().is_unspecified());
@@ -106,6 +117,7 @@ impl KeepaliveListener {
             inner,
             policy,
             mode: AtomicU8::new(mode),
+            queued: AtomicU32::new(queued),
             strict: false,
             fixed_local,
             connections: None,
@@ -213,6 +225,14 @@ impl KeepaliveListener {
                     self.mode.store(INHERIT, Ordering::Relaxed);
                     trace::keepalive_applied(Some(peer), &self.policy, true);
                     Ok(Some(self.policy))
+                } else if self
+                    .queued
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    // Queued before the policy was set: this one gets it per socket; the
+                    // listener still inherits.
+                    apply_logged(stream, self.policy, Some(peer), self.strict)
                 } else {
                     self.mode.store(PER_SOCKET, Ordering::Relaxed);
                     trace::not_inherited(self.inner.local_addr().ok(), &self.policy);
@@ -240,8 +260,9 @@ impl KeepaliveListener {
 
     /// Whether accepted sockets inherit the policy from the listening socket (Linux), so that
     /// accepting makes no `setsockopt`. Before the first accept it is `true` on Linux, still to be
-    /// verified; it turns `false` if that first socket did not inherit the options (the policy is
-    /// then set on each socket, and a WARN said so).
+    /// verified; it stays `true` through connections that were queued before the policy was set
+    /// (each gets the policy per socket), and turns `false` if a later socket did not inherit the
+    /// options (the policy is then set on each socket, and a WARN said so).
     pub fn inherits(&self) -> bool {
         self.mode.load(Ordering::Relaxed) != PER_SOCKET
     }
@@ -327,6 +348,68 @@ mod tests {
             assert_eq!(sys::debug_apply_calls_on_this_thread(), calls_before);
         }
         assert!(listener.inherits());
+    }
+
+    /// A listener handed over with connections already queued (bound and connected to before
+    /// `KeepaliveListener::new` set the policy): the queued ones get the policy per socket, the
+    /// later ones inherit it with no `setsockopt`, the listener keeps inheriting, no WARN.
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_queued_before_the_policy_get_it_per_socket() {
+        let (events, _guard) = deadpeer_testkit::events::capture();
+        let p = KeepalivePolicy::FAST;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        // Established by the kernel, waiting in the accept queue, before the policy exists.
+        let queued: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let listener =
+            KeepaliveListener::new(TcpListener::from_std(std_listener).unwrap(), p).unwrap();
+
+        let calls = sys::debug_apply_calls_on_this_thread();
+        for _ in 0..queued.len() {
+            let (server, _) = listener.accept().await.unwrap();
+            assert!(
+                sys::inspect(&server).unwrap().matches(p),
+                "queued: {:?}",
+                sys::inspect(&server)
+            );
+            assert_eq!(server.policy(), Some(p));
+            assert!(listener.inherits());
+        }
+        let per_socket = sys::debug_apply_calls_on_this_thread() - calls;
+        if cfg!(debug_assertions) {
+            assert_eq!(
+                per_socket,
+                queued.len() as u64,
+                "one apply per queued connection"
+            );
+        }
+        let calls = sys::debug_apply_calls_on_this_thread();
+        let mut fresh = Vec::new();
+        for _ in 0..5 {
+            fresh.push(TcpStream::connect(addr).await.unwrap());
+            let (server, _) = listener.accept().await.unwrap();
+            assert!(sys::inspect(&server).unwrap().matches(p));
+            assert_eq!(server.policy(), Some(p));
+        }
+        assert_eq!(
+            sys::debug_apply_calls_on_this_thread(),
+            calls,
+            "later connections inherit"
+        );
+        assert!(listener.inherits());
+        let warned: Vec<_> = events
+            .all()
+            .into_iter()
+            .filter(|e| e.level == tracing::Level::WARN)
+            .collect();
+        assert!(warned.is_empty(), "{warned:#?}");
+        let applied = events.with_message("keepalive applied");
+        assert_eq!(applied.len(), 8);
+        let inherited = |e: &deadpeer_testkit::events::Event| e.fields["inherited"] == "true";
+        assert_eq!(applied.iter().filter(|e| inherited(e)).count(), 5);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
-use crate::sys::{self, OnError, TcpInfo, WatchedFd};
+use crate::sys::{self, OnError, Report, TcpInfo, WatchedFd};
 use crate::trace;
 
 /// What a [`Liveness`] knows about its connection.
@@ -143,15 +143,16 @@ impl Waiters {
         }
     }
 
-    fn wake_all(&mut self) {
+    /// Wakes every waiter: run with the connection's lock released (taken out with
+    /// `mem::take`), each waker isolated, so that a panicking waker stops no other.
+    fn wake_all(self) {
+        let wake = |w: Waker| {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake()));
+        };
         match self {
             Waiters::None => {}
-            Waiters::One(w) => w.take().into_iter().for_each(Waker::wake),
-            Waiters::Many(slots) => slots
-                .iter_mut()
-                .flatten()
-                .filter_map(Option::take)
-                .for_each(Waker::wake),
+            Waiters::One(w) => w.into_iter().for_each(wake),
+            Waiters::Many(slots) => slots.into_iter().flatten().flatten().for_each(wake),
         }
     }
 }
@@ -178,18 +179,23 @@ impl Shared {
         self.latch.get()
     }
 
-    /// Starts watching `socket` for its death. Without the reaper (no epoll or thread could be
-    /// had), deaths are still seen by reads and writes.
+    /// Starts watching `socket` for its death, unless it is already watched (a failed watch is
+    /// tried again). Without the reaper (no epoll or thread could be had now), deaths are still
+    /// seen by reads and writes.
     pub(crate) fn watch(self: &Arc<Self>, socket: sys::Borrowed<'_>) {
-        let mut inner = self.lock();
-        if self.closed.load(Ordering::Relaxed)
-            || self.latch.get().is_some()
-            || inner.socket.is_watching()
-        {
-            return;
-        }
-        let target: Weak<dyn OnError> = Arc::downgrade(&(Arc::clone(self) as Arc<dyn OnError>));
-        match inner.socket.watch(socket, target) {
+        let result = {
+            let mut inner = self.lock();
+            if self.closed.load(Ordering::Relaxed)
+                || self.latch.get().is_some()
+                || inner.socket.is_watching()
+            {
+                return;
+            }
+            let target: Weak<dyn OnError> = Arc::downgrade(&(Arc::clone(self) as Arc<dyn OnError>));
+            inner.socket.watch(socket, target)
+        };
+        // Reported with the lock released.
+        match result {
             Ok(()) => trace::watch_started(),
             // No watch on this OS: said once per process (`trace::platform_limits`).
             Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
@@ -197,87 +203,123 @@ impl Shared {
         }
     }
 
-    /// The verdict on `socket` after the stream saw `seen` (an errno, or `None` for EOF): the
-    /// latched death, a new one (latched, announced, and every waiter woken), or `None` while
-    /// the kernel keeps the connection open. `shut_down` says the application shut down its
-    /// write side, which makes `EPIPE` its own doing.
-    /// `known` is a `TCP_INFO` the caller already read showing state `CLOSE` (final: it no longer
-    /// changes); `None` reads it here, under the lock.
+    /// Whether the reaper watches the socket now (see [`Liveness::is_watched`]).
+    pub(crate) fn is_watched(&self) -> bool {
+        self.lock().socket.is_watching()
+    }
+
+    /// The verdict on `socket` after `observer` looked at it: the latched death, a new one
+    /// (latched, every waiter woken, then announced), or `None` while the kernel keeps the
+    /// connection open. `known` is a `TCP_INFO` the caller already read showing state `CLOSE`
+    /// (final: it no longer changes); `None` reads it here, under the lock.
     pub(crate) fn verdict(
         &self,
         socket: sys::Borrowed<'_>,
-        seen: Option<i32>,
-        shut_down: bool,
+        observer: Observer,
         known: Option<TcpInfo>,
     ) -> Option<DeadPeer> {
-        let mut inner = self.lock();
-        self.judge(&mut inner.waiters, socket, seen, shut_down, known, false)
+        let (dead, waiters) = {
+            let mut inner = self.lock();
+            self.judge(&mut inner.waiters, socket, observer, known)
+        };
+        if let Some(waiters) = waiters {
+            waiters.wake_all();
+            if let Some(dead) = &dead {
+                trace::dead_peer_detected(dead, None);
+            }
+        }
+        dead
     }
 
+    /// The verdict, under the lock: the death, and, when this call latched it, the waiters to
+    /// wake (taken out of the lock). Nothing from outside deadpeer runs here.
     fn judge(
         &self,
         waiters: &mut Waiters,
         socket: sys::Borrowed<'_>,
-        seen: Option<i32>,
-        shut_down: bool,
+        observer: Observer,
         known: Option<TcpInfo>,
-        from_reaper: bool,
-    ) -> Option<DeadPeer> {
+    ) -> (Option<DeadPeer>, Option<Waiters>) {
         if let Some(dead) = self.latch.get() {
-            return Some(dead.clone());
+            return (Some(dead.clone()), None);
         }
         let info = known.or_else(|| sys::tcp_info(&socket).ok());
         if info.is_some_and(|i| i.state != TcpInfo::CLOSE) {
-            return None;
+            return (None, None);
         }
         // The kernel closed the connection (or, without TCP_INFO, may have). The errno that
         // names the reason is `seen` unless `seen` is only the aftermath (EPIPE, ENOTCONN) or
         // an EOF: then the reason is still pending in SO_ERROR, unless someone consumed it.
-        let errno = match seen {
-            Some(errno) if !sys::is_aftermath(errno) => errno,
-            _ => match sys::take_error(&socket)
+        let pending_error = |socket: sys::Borrowed<'_>| {
+            sys::take_error(&socket)
                 .ok()
                 .flatten()
                 .and_then(|e| e.raw_os_error())
-            {
-                Some(errno) => errno,
-                None => match seen {
-                    Some(errno) if !shut_down => errno,
+        };
+        let errno = match observer {
+            // Taken by `wrap`, which saw `CLOSE` first; `None` when someone else had taken it:
+            // nothing says why (`Cause::Aborted`, no errno).
+            Observer::Wrap { errno } => errno,
+            Observer::Io { seen, shut_down } => match seen {
+                Some(errno) if !sys::is_aftermath(errno) => Some(errno),
+                _ => match pending_error(socket) {
+                    Some(errno) => Some(errno),
+                    // EPIPE with nothing pending: the reason was taken by an earlier call.
+                    None if seen.is_some() && !shut_down => seen,
                     // EOF, or EPIPE after the application's own shutdown: no death.
-                    _ => return None,
+                    None => return (None, None),
                 },
             },
+            Observer::Reaper => match pending_error(socket) {
+                Some(errno) => Some(errno),
+                None => return (None, None),
+            },
         };
-        let cause = sys::classify(errno, info.as_ref())?;
+        let cause = match errno {
+            Some(errno) => match sys::classify(errno, info.as_ref()) {
+                Some(cause) => cause,
+                None => return (None, None),
+            },
+            None => crate::Cause::Aborted,
+        };
+        let idle_for = match observer {
+            // `tcpi_last_data_recv` of a connection that died before deadpeer saw it may
+            // count from before it was ever established: not an idle time to report.
+            Observer::Wrap { .. } => None,
+            _ => info.map(|i| i.last_data_recv),
+        };
         let dead = DeadPeer::new(
             cause,
             self.meta.peer_addr,
             self.meta.local_addr,
             sys::coarse_now().saturating_sub(Duration::from_millis(self.meta.since_ms)),
-            info.map(|i| i.last_data_recv),
+            idle_for,
             self.meta.policy,
-            Some(errno),
+            errno,
         );
-        // Announce before publishing: whoever sees the latch (without the lock) also finds the
-        // event emitted. Under the lock, no other verdict can be in progress.
-        trace::dead_peer_detected(&dead, from_reaper.then_some(&self.context));
+        // Under the lock no other verdict is in progress, so this latches. The death is
+        // latched and its waiters taken before anything outside deadpeer runs: the event and
+        // the metrics follow, with the lock released.
         crate::error::recent::remember(&dead);
         let dead = self.latch.get_or_init(|| dead).clone();
-        waiters.wake_all();
-        Some(dead)
+        (Some(dead), Some(std::mem::take(waiters)))
     }
 
     /// The stream is gone (`open` is its socket when it lives on, unwrapped): stop watching and
     /// wake every `dead()`, which then resolves to `None`.
     pub(crate) fn close(&self, open: Option<sys::Borrowed<'_>>) {
-        let mut inner = self.lock();
-        // `close` runs twice when a stream is unwrapped (then its latch drops): count once.
-        if inner.socket.is_watching() {
+        let (ended, waiters) = {
+            let mut inner = self.lock();
+            // `close` runs twice when a stream is unwrapped (then its latch drops): count once.
+            let ended = inner.socket.is_watching();
             inner.socket.release(open);
+            self.closed.store(true, Ordering::Release);
+            (ended, std::mem::take(&mut inner.waiters))
+        };
+        waiters.wake_all();
+        if ended {
             trace::watch_ended();
         }
-        self.closed.store(true, Ordering::Release);
-        inner.waiters.wake_all();
     }
 
     /// What [`Connections`](crate::connections::Connections) shows of a connection: `None` once
@@ -318,12 +360,33 @@ impl Shared {
 }
 
 impl OnError for Shared {
-    fn on_error(&self) {
-        let mut guard = self.lock();
-        let Inner { socket, waiters } = &mut *guard;
-        // Released: the stream is gone, and so is the socket.
-        socket.with(|fd| self.judge(waiters, fd, None, false, None, true));
+    fn on_error(&self) -> Option<Report> {
+        let (dead, waiters) = {
+            let mut guard = self.lock();
+            let Inner { socket, waiters } = &mut *guard;
+            // Released: the stream is gone, and so is the socket.
+            socket.with(|fd| self.judge(waiters, fd, Observer::Reaper, None))?
+        };
+        waiters?.wake_all();
+        let (dead, context) = (dead?, self.context.clone());
+        Some(Box::new(move || {
+            trace::dead_peer_detected(&dead, Some(&context))
+        }))
     }
+}
+
+/// Who asks for a verdict, and what it saw.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Observer {
+    /// A read or write of the stream: `seen` is its errno, `None` for an EOF; `shut_down` says
+    /// the application shut down its write side, which makes `EPIPE` its own doing.
+    Io { seen: Option<i32>, shut_down: bool },
+    /// The reaper thread, told of an error or hang-up.
+    Reaper,
+    /// `KeepaliveStream::wrap` or `new`, given a socket the kernel had already closed, with the
+    /// pending errno it took: the first observer, so a close with no errno left is a death
+    /// whose reason someone else took.
+    Wrap { errno: Option<i32> },
 }
 
 /// A handle on a connection's liveness, from
@@ -399,6 +462,21 @@ impl Liveness {
     /// Whether a death has been seen.
     pub fn is_dead(&self) -> bool {
         self.shared.latched().is_some()
+    }
+
+    /// Whether deadpeer's reaper watches the connection now, so that [`dead`](Self::dead)
+    /// resolves the moment the kernel declares the peer dead, even with nothing reading or
+    /// writing.
+    ///
+    /// `false` when the watch could not be started (no epoll instance or reaper thread could be
+    /// had, as when the process is out of descriptors, `EMFILE`; a WARN `cannot watch
+    /// connection` and the metric `deadpeer.watch_failures` said so), on systems without epoll,
+    /// for a socket that was already dead when it was wrapped (its death is latched at once), and
+    /// once the stream is gone. Unwatched, `dead()` still resolves
+    /// when a read or write sees the death. Nothing is cached: the next
+    /// [`KeepaliveStream::liveness`](crate::KeepaliveStream::liveness) tries again.
+    pub fn is_watched(&self) -> bool {
+        self.shared.is_watched()
     }
 
     /// The peer's address (an IPv4-mapped address as IPv4).

@@ -22,15 +22,18 @@
 //! | [`deadpeer.dead_connection.idle_duration`](DEAD_CONNECTION_IDLE_DURATION) | histogram | `s` | `error.type` | records, at the same moment, how long the peer had sent no data ([`DeadPeer::idle_for`]; not recorded where `TCP_INFO` is unavailable) |
 //! | [`deadpeer.watched_connections`](WATCHED_CONNECTIONS) | gauge | `{connection}` | — | +1 when a connection starts being watched (its first [`liveness()`](crate::KeepaliveStream::liveness), which a `ReapLayer`, axum's `ConnectInfo<Liveness>` and [`Connections`](crate::connections::Connections) also take); −1 when its stream is dropped or unwrapped. A dead connection counts until the application drops it |
 //! | [`deadpeer.opened_connections`](OPENED_CONNECTIONS) | counter | `{connection}` | `direction` | +1 for each connection put under its policy: `inbound` when a [`KeepaliveListener`](crate::KeepaliveListener) accepts it or a `ReapLayer` wraps a `TcpStream`, `outbound` when [`connect`](crate::connect) or a connector under a `KeepaliveLayer` opens it. A connection whose policy could not be applied is not counted here but below; [`KeepaliveStream::new`](crate::KeepaliveStream::new) and `wrap` count nothing (deadpeer does not know the side) |
+//! | [`deadpeer.watch_failures`](WATCH_FAILURES) | counter | `{failure}` | `error.type` | +1 when a connection cannot be watched (no epoll instance or reaper thread could be had, e.g. the process is out of descriptors), when `cannot watch connection` is emitted; its [`Liveness::is_watched`](crate::Liveness::is_watched) is `false` and the next `liveness()` tries again |
+//! | [`deadpeer.reaper.restarts`](REAPER_RESTARTS) | counter | `{restart}` | — | +1 when the reaper thread died (a panic in deadpeer's own code) and was replaced, when `deadpeer reaper thread died` is emitted. Should stay 0 |
 //! | [`deadpeer.keepalive.apply_failures`](APPLY_FAILURES) | counter | `{failure}` | `error.type` | +1 when a `setsockopt` of the policy fails on a connection, when `failed to apply keepalive` is emitted (the connection is kept, or dropped in strict mode) |
 //!
 //! Label values:
 //!
 //! - `error.type` of a death: [`Cause::as_str`](crate::Cause::as_str): `keepalive_timeout`,
 //!   `retransmit_timeout`, `stalled`, `reset`, `unreachable`, `refused`, `aborted`.
-//! - `error.type` of an apply failure: the [`std::io::ErrorKind`] in snake case
-//!   (`invalid_input` for a socket that is not TCP, `permission_denied`, `not_connected`,
-//!   `out_of_memory`, `unsupported`), or `_OTHER`, OpenTelemetry's value for anything else.
+//! - `error.type` of an apply or watch failure: `too_many_open_files` (`EMFILE`, `ENFILE`), or
+//!   the [`std::io::ErrorKind`] in snake case (`invalid_input` for a socket that is not TCP,
+//!   `permission_denied`, `not_connected`, `out_of_memory`, `unsupported`, `would_block` for a
+//!   thread that could not be spawned), or `_OTHER`, OpenTelemetry's value for anything else.
 //! - `direction`: `inbound` or `outbound`.
 //!
 //! The histograms' buckets are the exporter's to choose; [`DURATION_BUCKETS`] suits both.
@@ -76,6 +79,11 @@ pub const WATCHED_CONNECTIONS: &str = "deadpeer.watched_connections";
 pub const OPENED_CONNECTIONS: &str = "deadpeer.opened_connections";
 /// Counter of failures to apply a policy to a connection, by `error.type`.
 pub const APPLY_FAILURES: &str = "deadpeer.keepalive.apply_failures";
+/// Counter of failures to watch a connection (no epoll instance or reaper thread), by
+/// `error.type`.
+pub const WATCH_FAILURES: &str = "deadpeer.watch_failures";
+/// Counter of reaper threads that died and were replaced.
+pub const REAPER_RESTARTS: &str = "deadpeer.reaper.restarts";
 
 /// The label naming a death's cause or a failure's kind (OpenTelemetry's `error.type`).
 pub const ERROR_TYPE: &str = "error.type";
@@ -133,12 +141,24 @@ pub fn describe() {
         Unit::Count,
         "Failures to apply a keepalive policy to a connection, by error.type."
     );
+    ::metrics::describe_counter!(
+        WATCH_FAILURES,
+        Unit::Count,
+        "Failures to watch a connection for its death (no epoll instance or reaper thread), by error.type."
+    );
+    ::metrics::describe_counter!(
+        REAPER_RESTARTS,
+        Unit::Count,
+        "Reaper threads that died and were replaced (should stay 0)."
+    );
 }
 
 /// Where deadpeer's metrics come from, for recorders that filter on it.
 static METADATA: Metadata<'static> = Metadata::new("deadpeer", Level::INFO, Some(module_path!()));
 
 static WATCHED: Key = Key::from_static_name(WATCHED_CONNECTIONS);
+#[cfg(any(target_os = "linux", target_os = "android"))]
+static RESTARTS: Key = Key::from_static_name(REAPER_RESTARTS);
 static INBOUND_LABEL: [Label; 1] = [Label::from_static_parts(DIRECTION, "inbound")];
 static OUTBOUND_LABEL: [Label; 1] = [Label::from_static_parts(DIRECTION, "outbound")];
 static OPENED_INBOUND: Key = Key::from_static_parts(OPENED_CONNECTIONS, &INBOUND_LABEL);
@@ -172,6 +192,16 @@ pub(crate) fn apply_failed(error: &io::Error) {
     ::metrics::with_recorder(|r| r.register_counter(&key, &METADATA).increment(1));
 }
 
+pub(crate) fn watch_failed(error: &io::Error) {
+    let key = by_error_type(WATCH_FAILURES, io_error_type(error));
+    ::metrics::with_recorder(|r| r.register_counter(&key, &METADATA).increment(1));
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn reaper_restarted() {
+    ::metrics::with_recorder(|r| r.register_counter(&RESTARTS, &METADATA).increment(1));
+}
+
 pub(crate) fn connection_opened(direction: Direction) {
     let key = match direction {
         Direction::Inbound => &OPENED_INBOUND,
@@ -190,7 +220,14 @@ pub(crate) fn watch_ended() {
 
 /// `error.type` of an I/O error: a fixed set of names, so the label stays bounded.
 fn io_error_type(error: &io::Error) -> &'static str {
+    if error
+        .raw_os_error()
+        .is_some_and(crate::sys::is_out_of_descriptors)
+    {
+        return "too_many_open_files";
+    }
     match error.kind() {
+        io::ErrorKind::WouldBlock => "would_block",
         io::ErrorKind::InvalidInput => "invalid_input",
         io::ErrorKind::PermissionDenied => "permission_denied",
         io::ErrorKind::NotConnected => "not_connected",
@@ -215,6 +252,10 @@ mod tests {
         assert_eq!(
             io_error_type(&io::Error::from_raw_os_error(libc::EBADF)),
             "_OTHER"
+        );
+        assert_eq!(
+            io_error_type(&io::Error::from_raw_os_error(libc::EMFILE)),
+            "too_many_open_files"
         );
     }
 

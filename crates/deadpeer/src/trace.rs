@@ -46,15 +46,28 @@ impl Context {
 }
 
 /// WARN `dead peer detected`, in `context` when given (the reaper thread's report), else in the
-/// current one; and the death's metrics.
+/// current one; and the death's metrics. Called once per death, after it was latched and its
+/// waiters woken. On the reaper thread (`context` given) each callout is isolated: a panicking
+/// subscriber or recorder loses its own report, and nothing else.
 pub(crate) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
     #[cfg(feature = "tracing")]
     match context {
-        Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)),
+        Some(c) => {
+            isolated(|| tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)));
+        }
         None => emit_dead_peer(dead),
     }
     #[cfg(feature = "metrics")]
-    crate::metrics::death(dead);
+    match context {
+        Some(_) => isolated(|| crate::metrics::death(dead)),
+        None => crate::metrics::death(dead),
+    }
+}
+
+/// Runs a callout into code outside deadpeer (a subscriber, a recorder) from deadpeer's own
+/// thread, which must survive it.
+fn isolated(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
 #[cfg(feature = "tracing")]
@@ -151,8 +164,10 @@ pub(crate) fn not_inherited(local: Option<SocketAddr>, policy: &KeepalivePolicy)
     );
 }
 
-/// WARN when a connection cannot be watched (no epoll instance or thread): its `dead()` then
-/// resolves only when a read or write sees the death.
+/// WARN when a connection cannot be watched (no epoll instance or reaper thread could be had,
+/// e.g. `EMFILE`), once per failed watch; and its metric. Its `dead()` then resolves only when a
+/// read or write sees the death, and `Liveness::is_watched` is `false`; the next `liveness()`
+/// tries again.
 pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
@@ -164,6 +179,24 @@ pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
         },
         "cannot watch connection; dead() resolves only when a read or write sees the death"
     );
+    #[cfg(feature = "metrics")]
+    crate::metrics::watch_failed(error);
+}
+
+/// ERROR when the reaper thread died (a panic in deadpeer's own code: every callout into a
+/// subscriber, recorder or waker is isolated); `error` is `None` when a new thread took over its
+/// epoll instance and table, else why none could be started (the next watch tries again).
+/// Reported by the dying thread, in its own (default) context; and its metric.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn reaper_replaced(error: Option<&io::Error>) {
+    #[cfg(feature = "tracing")]
+    tracing::error!(
+        target: "deadpeer",
+        { error = error.map(tracing::field::display) },
+        "deadpeer reaper thread died; replaced by a new one"
+    );
+    #[cfg(feature = "metrics")]
+    crate::metrics::reaper_restarted();
 }
 
 /// WARN, once per process, when a stream is wrapped whose socket has keepalive off.

@@ -75,6 +75,19 @@ impl Totals {
         totals.clone()
     }
 
+    /// The totals once `done` holds of them (or after 2 s). A death is counted after its
+    /// verdict: when the reaper saw it, `dead()` may resolve a moment before.
+    fn read_until(done: impl Fn(&Totals) -> bool) -> Totals {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let totals = Totals::read();
+            if done(&totals) || std::time::Instant::now() >= until {
+                return totals;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn counter(&self, s: &Series) -> u64 {
         self.counters.get(s).copied().unwrap_or(0)
     }
@@ -198,7 +211,11 @@ fn each_cause_is_counted_once_with_its_age_and_idle_time() {
             .collect();
         running.into_iter().map(|t| t.join().unwrap()).collect()
     });
-    let after = Totals::read();
+    let after = Totals::read_until(|now| {
+        deaths_seen
+            .iter()
+            .all(|d| now.counter(&deaths(d.cause())) > before.counter(&deaths(d.cause())))
+    });
 
     let mut total = 0;
     for dead in &deaths_seen {
@@ -334,7 +351,10 @@ fn the_watched_gauge_returns_to_zero_after_churn() {
                 assert_eq!(dead.cause(), Cause::Reset);
             }
         }
-        let now = Totals::read();
+        let now = Totals::read_until(|now| {
+            now.counter(&deaths(Cause::Reset)) - before.counter(&deaths(Cause::Reset))
+                >= doomed_count as u64
+        });
         assert_eq!(watched_now(&now), expected as f64);
         assert_eq!(
             now.counter(&deaths(Cause::Reset)) - before.counter(&deaths(Cause::Reset)),

@@ -250,7 +250,7 @@ async fn axum_over_tls_gives_handlers_the_address_and_liveness() {
         outcome,
         format!("dead {}", Cause::KeepaliveTimeout.as_str())
     );
-    let detected = events.with_message("dead peer detected");
+    let detected = events_settled(&events, "dead peer detected", 1);
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
     assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
     drop(tls);

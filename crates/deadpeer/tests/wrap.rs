@@ -13,15 +13,15 @@ async fn wrapping_a_socket_with_keepalive_off_warns_once() {
     // Keepalive on: no warning.
     let on = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket2::SockRef::from(&on).set_keepalive(true).unwrap();
-    let _on = KeepaliveStream::wrap(on);
+    let _on = KeepaliveStream::wrap(on).unwrap();
     let warning = "wrapped connection has keepalive off";
     assert!(events.all().iter().all(|e| !e.message.starts_with(warning)));
 
     // Off (the default): one WARN, naming the peer; a second such socket adds none.
     let off = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _off = KeepaliveStream::wrap(off);
+    let _off = KeepaliveStream::wrap(off).unwrap();
     let again = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _again = KeepaliveStream::wrap(again);
+    let _again = KeepaliveStream::wrap(again).unwrap();
     let warned: Vec<_> = events
         .all()
         .into_iter()

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::TcpStream;
 
 use crate::error::DeadPeer;
-use crate::liveness::{Liveness, Meta, Shared};
+use crate::liveness::{Liveness, Meta, Observer, Shared};
 use crate::sys::{self, TcpInfo};
 
 /// Created with the stream; the shared state (`Arc<Shared>`) only on the first `liveness()` or
@@ -91,7 +91,15 @@ impl Latch {
         };
         let shut_down = self.shut_down.load(Ordering::Relaxed);
         self.shared()
-            .verdict(sys::borrow(socket), seen, shut_down, known)
+            .verdict(sys::borrow(socket), Observer::Io { seen, shut_down }, known)
+    }
+
+    /// Judges a socket the kernel closed before it was wrapped (`info` shows `CLOSE`; `errno`
+    /// was pending): the first observer latches its death for every later one, with the
+    /// errno's cause, or [`Cause::Aborted`](crate::Cause::Aborted) when someone else took it.
+    pub(crate) fn closed_before_wrap(&self, socket: &TcpStream, info: TcpInfo, errno: Option<i32>) {
+        self.shared()
+            .verdict(sys::borrow(socket), Observer::Wrap { errno }, Some(info));
     }
 
     /// Ends the watch: `open` is the socket when it lives on, unwrapped.

@@ -17,7 +17,7 @@ pub(crate) use self::latch::Latch;
 pub use self::split::{OwnedReadHalf, OwnedWriteHalf, ReuniteError};
 use crate::liveness::{Liveness, Meta};
 use crate::policy::KeepalivePolicy;
-use crate::sys::{self, SocketKeepalive};
+use crate::sys::{self, SocketKeepalive, TcpInfo};
 use crate::{DeadPeer, trace};
 
 /// A TCP connection under a keepalive policy, whose dead peer surfaces as a [`DeadPeer`].
@@ -62,14 +62,19 @@ pub struct KeepaliveStream {
 impl KeepaliveStream {
     /// Applies `policy` to `io` and wraps it.
     ///
+    /// As for [`wrap`](Self::wrap), a socket still connecting or listening is refused, and one
+    /// the kernel already closed is dead from the start.
+    ///
     /// # Errors
     ///
-    /// When a socket option cannot be set (see [`apply`](crate::apply)).
+    /// When a socket option cannot be set (see [`apply`](crate::apply)), or the socket is not
+    /// a connection yet (see [`wrap`](Self::wrap)).
     pub fn new(io: TcpStream, policy: KeepalivePolicy) -> io::Result<Self> {
+        let closed = check_connected(&io)?;
         sys::apply(&io, policy)?;
         let (peer, local) = addrs(&io);
         trace::keepalive_applied(peer, &policy, false);
-        Ok(Self::from_parts(io, peer, local, Some(policy)))
+        Ok(Self::from_parts(io, peer, local, Some(policy)).judged_at_wrap(closed))
     }
 
     /// Wraps `io` without changing its socket options: for connections whose policy was set
@@ -81,7 +86,24 @@ impl KeepaliveStream {
     /// found. Resets, refusals and unreachable answers, and data that stays unacknowledged until
     /// `TCP_USER_TIMEOUT` or `tcp_retries2` runs out, are still seen by reads, writes and
     /// [`Liveness::dead`].
-    pub fn wrap(io: TcpStream) -> Self {
+    ///
+    /// The socket must be a connection. One still connecting (a non-blocking `connect` that has
+    /// not completed: TCP state `SYN_SENT`) is refused, because the kernel could still refuse
+    /// the connect, which is no dead peer; so are a socket that never connected and a listening
+    /// socket. A socket the kernel already
+    /// closed is judged here, as the first observer: its death is latched at once, from its
+    /// pending error, or as [`Cause::Aborted`](crate::Cause::Aborted) (no errno) when someone
+    /// took that error before (`take_error`), so that reads, writes, [`Liveness::state`] and
+    /// [`Liveness::dead`] all give the same [`DeadPeer`] (with no idle time: the kernel's
+    /// figure for a connection deadpeer never saw alive is not one). One `TCP_INFO` read.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotConnected`] for a socket still connecting or never connected: await
+    /// the connect first, or use [`deadpeer::connect`](crate::connect);
+    /// [`io::ErrorKind::InvalidInput`] for a listening socket.
+    pub fn wrap(io: TcpStream) -> io::Result<Self> {
+        let closed = check_connected(&io)?;
         let (peer, local) = addrs(&io);
         if !socket2::SockRef::from(&io).keepalive().unwrap_or(true) {
             static WARNED: std::sync::atomic::AtomicBool =
@@ -90,7 +112,15 @@ impl KeepaliveStream {
                 trace::keepalive_off(peer);
             }
         }
-        Self::from_parts(io, peer, local, None)
+        Ok(Self::from_parts(io, peer, local, None).judged_at_wrap(closed))
+    }
+
+    /// Latches the death of a socket the kernel closed before it was wrapped.
+    fn judged_at_wrap(self, closed: Option<(TcpInfo, Option<i32>)>) -> Self {
+        if let Some((info, errno)) = closed {
+            self.latch.closed_before_wrap(&self.io, info, errno);
+        }
+        self
     }
 
     pub(crate) fn from_parts(
@@ -189,6 +219,54 @@ impl KeepaliveStream {
     /// shuts down the write side. [`OwnedReadHalf::reunite`] puts them back together.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         split::split(self.latch, self.io)
+    }
+}
+
+/// `tcpi_state` values (`include/net/tcp_states.h`) that `wrap` refuses.
+const TCP_SYN_SENT: u8 = 2;
+const TCP_LISTEN: u8 = 10;
+
+/// Refuses a socket that is not a connection yet; returns its `TCP_INFO` and its pending errno
+/// (taken) when the kernel already closed it. Where `TCP_INFO` is unavailable, nothing is
+/// checked.
+fn check_connected(io: &TcpStream) -> io::Result<Option<(TcpInfo, Option<i32>)>> {
+    let Ok(info) = sys::tcp_info(io) else {
+        return Ok(None);
+    };
+    match info.state {
+        TCP_SYN_SENT => Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "cannot wrap a socket that is still connecting (TCP state SYN_SENT): its connect may \
+             yet fail, which is no dead peer; await the connect first or use deadpeer::connect",
+        )),
+        TCP_LISTEN => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot wrap a listening socket (TCP state LISTEN); use KeepaliveListener for a \
+             listener, and wrap the connections it accepts",
+        )),
+        TcpInfo::CLOSE => {
+            let errno = sys::take_error(io)
+                .ok()
+                .flatten()
+                .and_then(|e| e.raw_os_error());
+            // A connection the kernel closed has its receive side shut: a peek gives EOF. A
+            // socket that never connected gives ENOTCONN.
+            let mut byte = [std::mem::MaybeUninit::uninit()];
+            let never_connected = errno.is_none()
+                && socket2::SockRef::from(io)
+                    .peek(&mut byte)
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotConnected);
+            if never_connected {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    "cannot wrap a socket that was never connected (TCP state CLOSE, no \
+                     connection); connect it and await the connect first, or use \
+                     deadpeer::connect",
+                ));
+            }
+            Ok(Some((info, errno)))
+        }
+        _ => Ok(None),
     }
 }
 

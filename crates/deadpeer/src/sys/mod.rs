@@ -34,7 +34,7 @@ mod watch;
 #[path = "watch_none.rs"]
 mod watch;
 #[cfg(feature = "tokio")]
-pub(crate) use watch::{OnError, WatchedFd};
+pub(crate) use watch::{OnError, Report, WatchedFd};
 
 /// A TCP socket deadpeer can set options on: [`AsFd`](std::os::fd::AsFd) on Unix,
 /// [`AsSocket`](https://doc.rust-lang.org/std/os/windows/io/trait.AsSocket.html) on Windows.
@@ -68,6 +68,13 @@ pub(crate) enum Code {
     Aborted,
     /// Not an error that ends a connection.
     Other,
+}
+
+/// Whether `errno` says the process or system has no descriptor left (`EMFILE`, `ENFILE`,
+/// `WSAEMFILE`).
+#[cfg(feature = "metrics")]
+pub(crate) fn is_out_of_descriptors(errno: i32) -> bool {
+    imp::is_out_of_descriptors(errno)
 }
 
 /// The error for an option or structure this OS does not have (or socket2 cannot read).

@@ -36,6 +36,12 @@ pub(crate) fn code(errno: i32) -> Code {
     }
 }
 
+/// Whether `errno` says no descriptor is left.
+#[cfg(feature = "metrics")]
+pub(crate) fn is_out_of_descriptors(errno: i32) -> bool {
+    matches!(errno, libc::EMFILE | libc::ENFILE)
+}
+
 /// Whether a failed socket option call says the socket is not TCP.
 pub(crate) fn is_not_tcp(errno: i32) -> bool {
     matches!(errno, libc::ENOPROTOOPT | libc::EOPNOTSUPP)

@@ -14,14 +14,23 @@
 //! its own lock, through [`WatchedFd`].
 #![allow(unsafe_code)]
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+
+/// What the reaper does after a death is latched and its waiters woken: the report (events,
+/// metrics), made once no verdict waits behind it.
+pub(crate) type Report = Box<dyn FnOnce() + Send>;
 
 /// Told when the kernel reports an error or hang-up on a watched socket.
 pub(crate) trait OnError: Send + Sync {
-    /// Runs on the reaper thread. It must be quick and must not block on I/O.
-    fn on_error(&self);
+    /// Runs on the reaper thread. It must be quick and must not block on I/O: latch the verdict,
+    /// wake the waiters, and return the report to make later, if any. It runs no code from
+    /// outside deadpeer but wakers, and the reaper survives a panic in it.
+    fn on_error(&self) -> Option<Report>;
 }
 
 /// A watched socket's descriptor, for reading its state from outside the stream that owns it.
@@ -57,6 +66,7 @@ impl WatchedFd {
     /// # Errors
     ///
     /// When the reaper cannot be started (no epoll instance or thread) or `epoll_ctl` fails.
+    /// Nothing is cached: the next call tries again.
     pub(crate) fn watch(
         &mut self,
         fd: BorrowedFd<'_>,
@@ -66,6 +76,7 @@ impl WatchedFd {
             return Ok(());
         }
         let reaper = reaper()?;
+        reaper.ensure_thread()?;
         let key = reaper.table().insert(target);
         if let Err(e) = reaper.ctl(libc::EPOLL_CTL_ADD, fd, key) {
             reaper.table().remove(key);
@@ -104,7 +115,8 @@ impl WatchedFd {
         }
         self.fd = -1;
         let key = self.key;
-        if let Ok(reaper) = reaper() {
+        // Watching means a reaper exists.
+        if let Some(reaper) = REAPER.get() {
             if let Some(fd) = open {
                 // ENOENT only if the registration is already gone; nothing to do then.
                 let _ = reaper.ctl(libc::EPOLL_CTL_DEL, fd, key);
@@ -114,48 +126,71 @@ impl WatchedFd {
     }
 }
 
+/// The epoll instance and the table of watchers, for the life of the process; the thread that
+/// waits on them can be replaced (`running` says whether one is).
 struct Reaper {
     epoll: OwnedFd,
     table: Mutex<Table>,
+    running: AtomicBool,
 }
 
-static REAPER: OnceLock<Result<Reaper, String>> = OnceLock::new();
+/// Set once an epoll instance could be had. A failure is not kept: the next watch tries again.
+static REAPER: OnceLock<Reaper> = OnceLock::new();
+/// Serialises starting the epoll instance and the thread.
+static STARTING: Mutex<()> = Mutex::new(());
 
 fn reaper() -> io::Result<&'static Reaper> {
-    REAPER
-        .get_or_init(start)
-        .as_ref()
-        .map_err(|why| io::Error::other(why.clone()))
-}
-
-fn start() -> Result<Reaper, String> {
+    if let Some(reaper) = REAPER.get() {
+        return Ok(reaper);
+    }
+    let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(reaper) = REAPER.get() {
+        return Ok(reaper);
+    }
     // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor that
     // nothing else owns, so `OwnedFd` may take it.
     let epoll = unsafe {
         let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
         if fd < 0 {
-            return Err(format!(
-                "deadpeer cannot watch connections: epoll_create1 failed ({})",
-                io::Error::last_os_error()
-            ));
+            return Err(io::Error::last_os_error());
         }
         OwnedFd::from_raw_fd(fd)
     };
-    let raw = epoll.as_raw_fd();
-    std::thread::Builder::new()
-        .name("deadpeer-reaper".into())
-        .spawn(move || run(raw))
-        .map_err(|e| format!("deadpeer cannot watch connections: no reaper thread ({e})"))?;
-    Ok(Reaper {
+    Ok(REAPER.get_or_init(|| Reaper {
         epoll,
         table: Mutex::new(Table::default()),
-    })
+        running: AtomicBool::new(false),
+    }))
 }
 
 impl Reaper {
     fn table(&self) -> MutexGuard<'_, Table> {
         // Nothing panics while holding it; a poisoned table is still consistent.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure a thread waits on the instance: one atomic load once it runs.
+    fn ensure_thread(&'static self) -> io::Result<()> {
+        if self.running.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _starting = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        if self.running.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let raw = self.epoll.as_raw_fd();
+        // Set first: a thread that dies at once clears it after this.
+        self.running.store(true, Ordering::Release);
+        match std::thread::Builder::new()
+            .name("deadpeer-reaper".into())
+            .spawn(move || run(raw))
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.running.store(false, Ordering::Release);
+                Err(e)
+            }
+        }
     }
 
     fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
@@ -174,32 +209,65 @@ impl Reaper {
     }
 }
 
-/// The reaper thread: waits for error events and hands each to its watcher.
+/// Owned by the reaper thread: if the thread dies anyway (a panic in deadpeer's own code, since
+/// every callout is isolated), a new thread takes over the same epoll instance and table, and
+/// the death is reported. Should no thread be had now, the next watch starts one.
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(reaper) = REAPER.get() else { return };
+        reaper.running.store(false, Ordering::Release);
+        if std::thread::panicking() {
+            let replaced = reaper.ensure_thread();
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                crate::trace::reaper_replaced(replaced.as_ref().err());
+            }));
+        }
+    }
+}
+
+/// The reaper thread: waits for error events, has each watcher latch its verdict and wake its
+/// waiters, and makes the reports (events, metrics) only while no new error waits, one at a
+/// time: a slow log sink delays reports, never verdicts.
 fn run(epoll: RawFd) {
     const BATCH: usize = 64;
+    let _running = Running;
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
     let mut targets: Vec<Arc<dyn OnError>> = Vec::with_capacity(BATCH);
+    let mut reports: VecDeque<Report> = VecDeque::new();
+    let Some(reaper) = REAPER.get() else { return };
     loop {
+        let timeout = if reports.is_empty() { -1 } else { 0 };
         // SAFETY: the epoll instance lives in a static `Reaper` and is never closed; `events`
         // has room for BATCH entries and the kernel writes at most that many.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), BATCH as libc::c_int, -1) };
-        if n < 0 {
-            // EINTR; nothing else can fail on a valid instance and buffer.
-            continue;
-        }
+        let n =
+            unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), BATCH as libc::c_int, timeout) };
+        // n < 0 is EINTR; nothing else can fail on a valid instance and buffer.
+        let n = usize::try_from(n).unwrap_or(0);
         {
-            let table = match REAPER.get() {
-                Some(Ok(reaper)) => reaper.table(),
-                _ => continue,
-            };
-            for event in &events[..n as usize] {
+            let table = reaper.table();
+            for event in &events[..n] {
                 if let Some(target) = table.get(event.u64) {
                     targets.push(target);
                 }
             }
         }
         for target in targets.drain(..) {
-            target.on_error();
+            // A panic here (a waker's) is the watcher's alone: the verdict was latched first.
+            if let Ok(Some(report)) = catch_unwind(AssertUnwindSafe(|| target.on_error())) {
+                reports.push_back(report);
+            }
+        }
+        #[cfg(test)]
+        if tests::DIE_NEXT.swap(false, Ordering::SeqCst) {
+            panic!("deadpeer test: the reaper thread dies");
+        }
+        // The ready list is drained: one report, then look for new errors again.
+        if n < BATCH {
+            if let Some(report) = reports.pop_front() {
+                let _ = catch_unwind(AssertUnwindSafe(report));
+            }
         }
     }
 }
@@ -264,15 +332,88 @@ mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsFd;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::time::{Duration, Instant};
+
+    /// Makes the reaper thread panic outside every callout, once, after its next batch.
+    pub(super) static DIE_NEXT: AtomicBool = AtomicBool::new(false);
 
     #[derive(Default)]
     struct Count(AtomicUsize);
     impl OnError for Count {
-        fn on_error(&self) {
+        fn on_error(&self) -> Option<Report> {
             self.0.fetch_add(1, Ordering::SeqCst);
+            None
         }
+    }
+
+    /// The thread ids of the live reaper threads.
+    fn reaper_threads() -> Vec<u64> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let t = t.ok()?;
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                (comm.trim() == "deadpeer-reaper").then(|| t.file_name().to_str()?.parse().ok())?
+            })
+            .collect()
+    }
+
+    fn reset(server: TcpStream) {
+        socket2::SockRef::from(&server)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(server);
+    }
+
+    /// A reaper thread that dies (a real panic on the real thread, outside the callouts) is
+    /// replaced at once by a thread on the same epoll instance and table: a socket watched
+    /// before the death is still reported after it.
+    #[test]
+    fn a_dead_reaper_thread_is_replaced_with_its_table() {
+        let (c1, s1) = pair();
+        let (c2, s2) = pair();
+        let first = Arc::new(Count::default());
+        let second = Arc::new(Count::default());
+        let (mut w1, mut w2) = (WatchedFd::default(), WatchedFd::default());
+        w1.watch(
+            c1.as_fd(),
+            Arc::downgrade(&(first.clone() as Arc<dyn OnError>)),
+        )
+        .unwrap();
+        w2.watch(
+            c2.as_fd(),
+            Arc::downgrade(&(second.clone() as Arc<dyn OnError>)),
+        )
+        .unwrap();
+        // The thread names itself when it first runs, a moment after the spawn returned.
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut before = reaper_threads();
+        while before.is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            before = reaper_threads();
+        }
+        assert_eq!(before.len(), 1, "{before:?}");
+
+        DIE_NEXT.store(true, Ordering::SeqCst);
+        reset(s1);
+        assert!(
+            wait_for(&first, 1),
+            "the death before the panic was not handled"
+        );
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut after = reaper_threads();
+        while (after.is_empty() || after == before) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+            after = reaper_threads();
+        }
+        assert_eq!(after.len(), 1, "no replacement: {after:?}");
+        assert_ne!(after, before, "the same thread: it did not die");
+
+        reset(s2);
+        assert!(wait_for(&second, 1), "the replacement lost the table");
+        w1.release(Some(c1.as_fd()));
+        w2.release(Some(c2.as_fd()));
     }
 
     fn wait_for(count: &Count, n: usize) -> bool {

@@ -5,10 +5,13 @@
 use std::io;
 use std::sync::Weak;
 
+/// What would follow a latched death on the reaper thread (never, here).
+pub(crate) type Report = Box<dyn FnOnce() + Send>;
+
 /// Told when the kernel reports an error on a watched socket (never, here).
 pub(crate) trait OnError: Send + Sync {
     #[allow(dead_code)]
-    fn on_error(&self);
+    fn on_error(&self) -> Option<Report>;
 }
 
 /// Never watching.

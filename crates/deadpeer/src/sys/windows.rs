@@ -56,6 +56,12 @@ pub(crate) fn code(errno: i32) -> Code {
     }
 }
 
+/// Whether `errno` says no socket handle is left (`WSAEMFILE`, 10024).
+#[cfg(feature = "metrics")]
+pub(crate) fn is_out_of_descriptors(errno: i32) -> bool {
+    errno == 10024
+}
+
 /// Whether a failed socket option call says the socket is not TCP.
 pub(crate) fn is_not_tcp(errno: i32) -> bool {
     matches!(errno, WSAENOPROTOOPT | WSAEOPNOTSUPP)

@@ -92,10 +92,28 @@ pub async fn assert_latched_everywhere(
     );
 }
 
+/// The events with `message` once there are at least `n` (or after 2 s). A death's event follows
+/// its verdict: when the reaper saw the death, `dead()` may resolve a moment before the event is
+/// written, on the reaper thread.
+pub fn events_settled(
+    events: &Events,
+    message: &str,
+    n: usize,
+) -> Vec<deadpeer_testkit::events::Event> {
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let got = events.with_message(message);
+        if got.len() >= n || std::time::Instant::now() >= until {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Asserts exactly one `dead peer detected` event, for `dead`, with every fixed field.
 #[track_caller]
 pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
-    let detected = events.with_message("dead peer detected");
+    let detected = events_settled(events, "dead peer detected", 1);
     assert_eq!(detected.len(), 1, "{dead}: {:#?}", events.all());
     let e = &detected[0];
     assert_eq!(e.level, tracing::Level::WARN);
