@@ -1,1 +1,15 @@
 //! Cross-crate integration tests for deadpeer on real network namespaces; see `tests/`.
+//!
+//! Also the doctests of the repository's markdown, which no published package holds: the
+//! README's and the guide's Rust blocks compile (and run, unless marked otherwise) under
+//! `cargo test --workspace --all-features`, or `cargo test -p deadpeer-tests --doc`.
+
+/// The README's Rust blocks.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// The guide's Rust blocks.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct GuideDoctests;

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use deadpeer_testkit::{Netns, lab_or_skip};
+use deadpeer_testkit::{Lab, Netns, Tool, lab_or_skip};
 use support::{exec, ok, one_line_error, proc_values, run_in, stdout, words};
 
 /// A temporary directory, removed on drop.
@@ -62,7 +62,8 @@ fn ns_write(ns: &Netns, file: &str, value: &str) {
 #[test]
 fn kernel_set_persist_writes_a_sysctl_d_file_atomically() {
     let host_before = proc_values();
-    let Some(lab) = lab_or_skip!() else {
+    // `sysctl -p` reads the file back.
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::SYSCTL)) else {
         return;
     };
     let ns = lab.server();

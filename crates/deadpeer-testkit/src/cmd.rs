@@ -3,10 +3,10 @@
 use std::io;
 use std::process::{Command, Stdio};
 
-use crate::LabError;
+use crate::{LabError, Tool};
 
 /// The binary every fault and topology step runs.
-const IP: &str = "ip";
+const IP: &str = Tool::IP.program();
 
 /// Runs `ip ARGS...` and returns its stdout, or an error holding the command line and stderr.
 pub(crate) fn ip<S: AsRef<str>>(args: &[S]) -> Result<String, LabError> {
@@ -17,7 +17,7 @@ pub(crate) fn ip<S: AsRef<str>>(args: &[S]) -> Result<String, LabError> {
         .output()
         .map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                LabError::MissingTool { source }
+                Tool::IP.missing(source)
             } else {
                 LabError::io(format!("spawning `{line}`"), source)
             }

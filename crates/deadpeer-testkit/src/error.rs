@@ -3,11 +3,15 @@
 use std::fmt;
 use std::io;
 
+use crate::Tool;
+
 /// Why a [`Lab`](crate::Lab) could not be created, or why a fault could not be applied or undone.
 ///
 /// [`LabError::is_skip`] tells apart the errors that mean "this machine cannot run lab tests"
 /// (missing privileges, missing `ip`), which [`lab_or_skip!`](crate::lab_or_skip!) turns into a
 /// skipped test, from real failures, which should fail the test.
+///
+/// Its `Display` is one line that names the value, what went wrong and how to fix it.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum LabError {
@@ -16,9 +20,13 @@ pub enum LabError {
         /// What is missing and how to fix it, in one line.
         reason: String,
     },
-    /// The `ip` binary from iproute2 could not be found or run.
+    /// A program the lab runs could not be found or run: `ip` (iproute2), `nft` (nftables) for
+    /// [`Lab::reject`](crate::Lab::reject), or one the test named with
+    /// [`LabBuilder::requires`](crate::LabBuilder::requires).
     MissingTool {
-        /// The underlying error from spawning `ip`.
+        /// The program, and the Debian package that installs it.
+        tool: Tool,
+        /// Why it could not be run: not in `PATH`, or the error from spawning it.
         source: io::Error,
     },
     /// An `ip` command ran and failed.
@@ -51,8 +59,10 @@ pub enum LabError {
 }
 
 impl LabError {
-    /// True when the error means the environment cannot host a lab at all (missing
-    /// privileges or missing iproute2), as opposed to a failure while building or faulting it.
+    /// True when the error means the environment cannot host the lab a test asked for (missing
+    /// privileges, or a missing program: iproute2, or one the test
+    /// [requires](crate::LabBuilder::requires)), as opposed to a failure while building or
+    /// faulting it.
     ///
     /// These are the errors [`lab_or_skip!`](crate::lab_or_skip!) turns into a skip.
     pub fn is_skip(&self) -> bool {
@@ -80,10 +90,12 @@ impl fmt::Display for LabError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LabError::Privilege { reason } => f.write_str(reason),
-            LabError::MissingTool { source } => write!(
+            LabError::MissingTool { tool, source } => write!(
                 f,
-                "the `ip` command from iproute2 could not be run ({source}); install iproute2 \
-                 (e.g. `apt-get install iproute2`)"
+                "`{}` could not be run ({source}); install {} (e.g. `apt-get install {}`)",
+                tool.program(),
+                tool.package(),
+                tool.package()
             ),
             LabError::Command {
                 command,
@@ -109,7 +121,7 @@ impl fmt::Display for LabError {
 impl std::error::Error for LabError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LabError::MissingTool { source } | LabError::Io { source, .. } => Some(source),
+            LabError::MissingTool { source, .. } | LabError::Io { source, .. } => Some(source),
             LabError::Privilege { .. }
             | LabError::Command { .. }
             | LabError::InvalidName { .. } => None,
@@ -120,7 +132,7 @@ impl std::error::Error for LabError {
 impl From<LabError> for io::Error {
     /// Converts into an `io::Error`, keeping the original error as the inner error.
     ///
-    /// Privilege errors become [`io::ErrorKind::PermissionDenied`], a missing `ip` becomes
+    /// Privilege errors become [`io::ErrorKind::PermissionDenied`], a missing program becomes
     /// [`io::ErrorKind::NotFound`], an invalid name becomes [`io::ErrorKind::InvalidInput`], I/O
     /// errors keep their kind, and the rest become
     /// [`io::ErrorKind::Other`].

@@ -117,6 +117,7 @@ mod lab;
 mod netns;
 mod reject;
 mod skip;
+mod tool;
 
 #[cfg(feature = "events")]
 pub mod events;
@@ -127,6 +128,7 @@ pub use lab::{DEFAULT_PREFIX, Family, Lab, LabBuilder, MAX_PREFIX_LEN, send_nowa
 pub use netns::{CONNECT_TIMEOUT, Netns, NetnsGuard};
 pub use reject::Reject;
 pub use skip::lab_or_skip;
+pub use tool::Tool;
 
 /// The environment variable that turns skips into failures: set it to `1` in CI.
 pub const REQUIRE_NETNS_ENV: &str = "DEADPEER_REQUIRE_NETNS";

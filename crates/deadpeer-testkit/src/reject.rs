@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::{Family, Lab, LabError};
+use crate::{Family, Lab, LabError, Tool};
 
 /// How the router rejects the lab's traffic in [`Lab::reject`]: nftables' `reject with …`, with
 /// an ICMP error on IPv4 and its ICMPv6 counterpart on IPv6.
@@ -84,8 +84,9 @@ impl Lab {
     ///
     /// # Errors
     ///
-    /// Fails if `nft` (nftables) cannot be run or refuses the ruleset; the error says how to
-    /// install it.
+    /// [`LabError::MissingTool`] if `nft` (nftables) is not installed: build the lab with
+    /// [`requires(Tool::NFT)`](crate::LabBuilder::requires) to skip the test instead;
+    /// [`LabError::Command`] if `nft` refuses the ruleset.
     pub fn reject(&self, how: Reject) -> Result<(), LabError> {
         let mut rules =
             format!("table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n");
@@ -114,6 +115,8 @@ impl Lab {
     }
 
     fn nft(&self, rules: &str) -> Result<(), LabError> {
+        // `ip netns exec` would only say `exec of "nft" failed`.
+        Tool::NFT.find()?;
         let line = format!("ip netns exec {} nft -f -", self.router().name());
         let mut child = Command::new("ip")
             .args(["netns", "exec", self.router().name(), "nft", "-f", "-"])
@@ -133,14 +136,10 @@ impl Lab {
         if output.status.success() {
             return Ok(());
         }
-        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if stderr.contains("No such file") || stderr.contains("not found") {
-            stderr.push_str(" (install nftables: `apt-get install nftables`)");
-        }
         Err(LabError::Command {
             command: line,
             status: output.status.to_string(),
-            stderr,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
     }
 }

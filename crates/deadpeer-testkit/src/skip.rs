@@ -11,9 +11,10 @@ use crate::{Lab, LabError, REQUIRE_NETNS_ENV};
 ///   `lab_or_skip!(Lab::builder().prefix("myapp-"))`.
 ///
 /// It evaluates to `Option<Lab>`: `Some(lab)`, or `None` after printing exactly one line,
-/// `skipped <test>: <reason>`, to stderr when the machine cannot host a lab (no
-/// `CAP_NET_ADMIN`/`CAP_SYS_ADMIN`, or no `ip`). The line is written to fd 2 directly, so the
-/// test harness's capture cannot hide it. With `DEADPEER_REQUIRE_NETNS=1` (CI) it panics with
+/// `skipped <test>: <reason>`, to stderr when the machine cannot host the lab (no
+/// `CAP_NET_ADMIN`/`CAP_SYS_ADMIN`, or a missing program: `ip`, or one the builder
+/// [requires](crate::LabBuilder::requires); the reason names the Debian package to install).
+/// The line is written to fd 2 directly, so the test harness's capture cannot hide it. With `DEADPEER_REQUIRE_NETNS=1` (CI) it panics with
 /// the reason instead, so a lost privilege cannot turn lab tests into silent passes. Any other
 /// failure (an `ip` command failing on a machine that should support it, an invalid prefix)
 /// panics too: it is a bug, not a skip.

@@ -3,7 +3,7 @@
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 
-use deadpeer_testkit::{Family, Lab, Netns, lab_or_skip};
+use deadpeer_testkit::{Family, Lab, Netns, Tool, lab_or_skip};
 
 /// `(neighbour solicitations sent, neighbour advertisements received)` in a namespace, from its
 /// `/proc/net/snmp6`.
@@ -114,7 +114,7 @@ fn addresses_are_unique_local_and_mirror_ipv4() {
 
 #[test]
 fn faults_cover_both_families_and_heal_removes_them() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
         return;
     };
     let table = |family: &str| {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use deadpeer_testkit::{Lab, lab_or_skip};
+use deadpeer_testkit::{Lab, Tool, lab_or_skip};
 
 fn exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
@@ -155,7 +155,7 @@ fn stale_namespaces_of_dead_processes_are_swept() {
 
 #[test]
 fn host_namespace_is_untouched() {
-    let Some(probe) = lab_or_skip!() else {
+    let Some(probe) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
         return;
     };
     drop(probe);
@@ -275,6 +275,80 @@ fn unprivileged_lab_new_explains_what_is_missing() {
         stdout.contains("DEADPEER_REQUIRE_NETNS=1 forbids skipping")
             || String::from_utf8_lossy(&strict.stderr)
                 .contains("DEADPEER_REQUIRE_NETNS=1 forbids skipping")
+    );
+}
+
+/// A program no machine has, with its (made-up) package.
+const NO_SUCH_PROGRAM: Tool = Tool::new("deadpeer-no-such-program", "no-such-package");
+
+/// Runs only as the child of `a_missing_program_skips_with_one_line_naming_its_package`.
+#[test]
+fn missing_program_child() {
+    if std::env::var_os("DPK_MISSING_PROGRAM_CHILD").is_none() {
+        return;
+    }
+    let err = Lab::builder()
+        .requires(NO_SUCH_PROGRAM)
+        .build()
+        .expect_err("a lab without a program it requires");
+    println!("IS_SKIP={}", err.is_skip());
+    assert!(lab_or_skip!(Lab::builder().requires(NO_SUCH_PROGRAM)).is_none());
+}
+
+#[test]
+fn a_missing_program_skips_with_one_line_naming_its_package() {
+    // As root: a skip for want of privileges would hide the one for the program.
+    if lab_or_skip!().is_none() {
+        return;
+    }
+    let run = |require: Option<&str>| {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "missing_program_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DPK_MISSING_PROGRAM_CHILD", "1")
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("DEADPEER_REQUIRE_NETNS");
+        if let Some(v) = require {
+            cmd.env("DEADPEER_REQUIRE_NETNS", v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("IS_SKIP=true"), "{stdout}");
+    let skips: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("skipped "))
+        .collect();
+    assert_eq!(
+        skips,
+        [
+            "skipped missing_program_child: `deadpeer-no-such-program` could not be run (not in \
+             PATH); install no-such-package (e.g. `apt-get install no-such-package`)"
+        ],
+        "{stderr}"
+    );
+
+    let strict = run(Some("1"));
+    assert!(
+        !strict.status.success(),
+        "DEADPEER_REQUIRE_NETNS=1 must turn the skip into a failure"
+    );
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&strict.stdout),
+        String::from_utf8_lossy(&strict.stderr)
+    );
+    assert!(
+        output.contains("install no-such-package")
+            && output.contains("DEADPEER_REQUIRE_NETNS=1 forbids skipping"),
+        "{output}"
     );
 }
 

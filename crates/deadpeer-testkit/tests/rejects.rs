@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use deadpeer_testkit::{Family, Lab, Reject, WAKE, deadline, lab_or_skip, send_nowait};
+use deadpeer_testkit::{Family, Lab, Reject, Tool, WAKE, deadline, lab_or_skip, send_nowait};
 
 const ALL: [Reject; 6] = [
     Reject::PortUnreachable,
@@ -93,7 +93,7 @@ async fn all_rejects(family: Family) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_kill_unacked_data_with_their_errno_v4() {
-    if lab_or_skip!().is_none() {
+    if lab_or_skip!(Lab::builder().requires(Tool::NFT)).is_none() {
         return;
     }
     all_rejects(Family::V4).await;
@@ -101,7 +101,7 @@ async fn rejects_kill_unacked_data_with_their_errno_v4() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_kill_unacked_data_with_their_errno_v6() {
-    if lab_or_skip!().is_none() {
+    if lab_or_skip!(Lab::builder().requires(Tool::NFT)).is_none() {
         return;
     }
     all_rejects(Family::V6).await;

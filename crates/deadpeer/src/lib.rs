@@ -98,19 +98,6 @@ pub mod layer;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 
-/// The guide's Rust blocks, compiled and run as doctests.
-#[cfg(all(
-    doctest,
-    feature = "axum",
-    feature = "hyper",
-    feature = "tonic",
-    feature = "reqwest",
-    feature = "rustls",
-    feature = "metrics"
-))]
-#[doc = include_str!("../../../docs/guide.md")]
-mod guide {}
-
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;

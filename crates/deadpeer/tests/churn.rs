@@ -6,7 +6,7 @@ use std::time::Duration;
 use deadpeer::{KeepaliveListener, KeepalivePolicy};
 
 mod common;
-use common::{loopback_pair as pair, open_fds};
+use common::{loopback_pair as pair, nofile_or_skip, open_fds};
 use tokio::io::AsyncReadExt;
 
 /// Resident memory, from /proc/self/statm (pages).
@@ -39,6 +39,12 @@ async fn settled_tasks(handle: &tokio::runtime::Handle) -> usize {
 async fn churn_of_100k_watched_connections_returns_to_baseline() {
     const TOTAL: usize = 100_000;
     const BATCH: usize = 2_000;
+    if !nofile_or_skip(
+        "churn_of_100k_watched_connections_returns_to_baseline",
+        2 * BATCH as u64 + 256,
+    ) {
+        return;
+    }
     let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST)
         .await
         .unwrap();

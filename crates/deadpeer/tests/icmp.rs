@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use deadpeer::{Cause, KeepalivePolicy};
-use deadpeer_testkit::{Lab, Reject, lab_or_skip};
+use deadpeer_testkit::{Lab, Reject, Tool, lab_or_skip};
 use tokio::io::AsyncWriteExt;
 
 /// Sends data into `fault` and returns the death and how long it took from the write.
@@ -34,7 +34,7 @@ async fn unacked_into(
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_port_unreachable_is_refused() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -47,7 +47,7 @@ async fn icmp_port_unreachable_is_refused() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_protocol_unreachable_is_refused() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -60,7 +60,7 @@ async fn icmp_protocol_unreachable_is_refused() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_admin_prohibited_is_unreachable() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -105,7 +105,7 @@ async fn icmp_host_unreachable_is_unreachable_within_one_rto_of_the_bound() {
 /// connection gets the cause, not an EOF.
 #[tokio::test(flavor = "current_thread")]
 async fn icmp_port_unreachable_reaches_a_pending_read_without_liveness() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
         return;
     };
     let (events, _guard) = capture();

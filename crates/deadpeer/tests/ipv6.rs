@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::{assert_one_event, capture};
 use deadpeer::{Cause, DeadPeer, KeepalivePolicy, KeepaliveStream, UserTimeout};
-use deadpeer_testkit::{Family, Lab, Reject, WAKE, dies_within_bound, lab_or_skip};
+use deadpeer_testkit::{Family, Lab, Reject, Tool, WAKE, dies_within_bound, lab_or_skip};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -133,7 +133,7 @@ async fn rejected(how: Reject, port: u16) -> (Lab, DeadPeer) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn icmpv6_port_unreachable_is_refused() {
-    if lab_or_skip!().is_none() {
+    if lab_or_skip!(Lab::builder().requires(Tool::NFT)).is_none() {
         return;
     }
     let (lab, dead) = rejected(Reject::PortUnreachable, 7604).await;
@@ -144,7 +144,7 @@ async fn icmpv6_port_unreachable_is_refused() {
 /// `icmpv6_err_convert`), where IPv4 says `EHOSTUNREACH`; the library calls it refused.
 #[tokio::test(flavor = "current_thread")]
 async fn icmpv6_admin_prohibited_is_refused_with_eacces() {
-    if lab_or_skip!().is_none() {
+    if lab_or_skip!(Lab::builder().requires(Tool::NFT)).is_none() {
         return;
     }
     let (lab, dead) = rejected(Reject::AdminProhibited, 7605).await;

@@ -8,11 +8,17 @@ use deadpeer::liveness::State;
 use deadpeer::{KeepaliveListener, KeepalivePolicy};
 
 mod common;
-use common::{loopback_pair as pair, open_fds};
+use common::{loopback_pair as pair, nofile_or_skip, open_fds};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_watched_connection_costs_one_descriptor_and_releases_everything() {
     const CONNS: usize = 1000;
+    if !nofile_or_skip(
+        "a_watched_connection_costs_one_descriptor_and_releases_everything",
+        2 * CONNS as u64 + 64,
+    ) {
+        return;
+    }
     let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST)
         .await
         .unwrap();

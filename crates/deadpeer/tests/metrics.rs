@@ -20,7 +20,7 @@ use deadpeer::metrics::{
     DIRECTION, ERROR_TYPE, OPENED_CONNECTIONS, WATCHED_CONNECTIONS,
 };
 use deadpeer::{Cause, DeadPeer, KeepaliveListener, KeepalivePolicy, KeepaliveStream};
-use deadpeer_testkit::{Lab, Reject, lab_or_skip};
+use deadpeer_testkit::{Lab, Reject, Tool, lab_or_skip};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::io::AsyncWriteExt;
 use tower_layer::Layer;
@@ -196,7 +196,8 @@ fn each_cause_is_counted_once_with_its_age_and_idle_time() {
     let _serial = serial();
     let mut labs = Vec::new();
     for _ in CAUSES {
-        let Some(lab) = lab_or_skip!() else {
+        // `Cause::Refused` comes from an nftables reject.
+        let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
             return;
         };
         labs.push(lab);

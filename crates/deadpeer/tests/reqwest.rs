@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use deadpeer::reqwest::{ClientBuilderExt, PeerDeath};
 use deadpeer::{Cause, KeepalivePolicy, SocketKeepalive, UserTimeout};
-use deadpeer_testkit::{Lab, lab_or_skip};
+use deadpeer_testkit::{Lab, Tool, lab_or_skip};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -174,7 +174,7 @@ fn options_on_the_connection(lab: &Lab, server: SocketAddr) -> SocketKeepalive {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_policy_lands_on_reqwest_sockets_every_value_read_back_from_the_kernel() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::SS)) else {
         return;
     };
     let auto = policy(1, 1, 3);
@@ -254,7 +254,7 @@ async fn the_policy_lands_on_reqwest_sockets_every_value_read_back_from_the_kern
 /// there, it fails within the bound, and `PeerDeath` types it.
 #[tokio::test(flavor = "current_thread")]
 async fn a_request_in_flight_to_a_blackholed_server_fails_within_the_bound() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::SS)) else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -376,7 +376,7 @@ async fn a_forgotten_connection_fails_the_request_as_a_reset() {
 /// server is reachable again, opens a new connection and succeeds.
 #[tokio::test(flavor = "current_thread")]
 async fn an_idle_pooled_connection_that_died_is_replaced_by_the_next_request() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::SS)) else {
         return;
     };
     let p = policy(1, 1, 3);
@@ -401,7 +401,7 @@ async fn an_idle_pooled_connection_that_died_is_replaced_by_the_next_request() {
 /// 3 probes, 30 s user timeout) is still pending at the policy's deadline.
 #[tokio::test(flavor = "current_thread")]
 async fn under_reqwest_defaults_the_same_request_is_still_pending_at_the_bound() {
-    let Some(lab) = lab_or_skip!() else {
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::SS)) else {
         return;
     };
     let p = policy(1, 1, 3);

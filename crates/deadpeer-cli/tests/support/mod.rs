@@ -2,6 +2,7 @@
 //! namespace, also as `nobody`), and asserting on its exit status and its one-line errors.
 #![allow(dead_code)] // each test crate uses a different subset
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -15,7 +16,8 @@ pub(crate) fn skip(test: &str, reason: &str) {
     if std::env::var(deadpeer_testkit::REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
         panic!("{test} cannot run (DEADPEER_REQUIRE_NETNS=1): {reason}");
     }
-    eprintln!("skipped {test}: {reason}");
+    // Straight to fd 2 in one write, as the testkit does: the harness captures `eprintln!`.
+    let _ = std::io::stderr().write_all(format!("skipped {test}: {reason}\n").as_bytes());
 }
 
 /// Command-line words: `words("kernel set --idle 300s")`.

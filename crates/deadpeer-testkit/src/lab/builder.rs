@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::Lab;
 use crate::netns::{NAME_MAX, NETNS_DIR};
-use crate::{LabError, cmd};
+use crate::{LabError, Tool, cmd};
 
 /// The prefix of every namespace [`Lab::new`] creates: `dpk-<pid>-<n>-<c|r|s>`.
 pub const DEFAULT_PREFIX: &str = "dpk-";
@@ -40,12 +40,14 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct LabBuilder {
     prefix: String,
+    requires: Vec<Tool>,
 }
 
 impl Default for LabBuilder {
     fn default() -> Self {
         LabBuilder {
             prefix: DEFAULT_PREFIX.to_owned(),
+            requires: Vec::new(),
         }
     }
 }
@@ -71,10 +73,20 @@ impl LabBuilder {
         self
     }
 
+    /// Names a program the test runs besides `ip`: [`Tool::NFT`] for
+    /// [`Lab::reject`](crate::Lab::reject), or one the test runs itself (`ss`, `curl`, …).
+    /// [`build`](Self::build) checks that each is in `PATH` before it creates anything, so that
+    /// on a machine without it [`lab_or_skip!`](crate::lab_or_skip!) skips the test with one
+    /// line naming the package to install (and fails under `DEADPEER_REQUIRE_NETNS=1`).
+    pub fn requires(mut self, tool: Tool) -> Self {
+        self.requires.push(tool);
+        self
+    }
+
     /// Builds the lab: three namespaces, two veth links, IPv4 and IPv6 addresses, routes and
     /// forwarding; see [`Lab`] for the topology.
     ///
-    /// Before that it checks the prefix, then deletes stale namespaces of this prefix whose
+    /// Before that it checks the prefix, the privileges and the programs, then deletes stale namespaces of this prefix whose
     /// creating process no longer exists (left behind by a killed test run). If building fails
     /// half-way, whatever was created is deleted again before the error is returned.
     ///
@@ -85,7 +97,8 @@ impl LabBuilder {
     /// - [`LabError::InvalidName`] for a prefix [`prefix`](Self::prefix) does not accept,
     ///   whatever the privileges;
     /// - [`LabError::Privilege`] without `CAP_NET_ADMIN` and `CAP_SYS_ADMIN` (run as root);
-    /// - [`LabError::MissingTool`] when `ip` (iproute2) is not installed;
+    /// - [`LabError::MissingTool`] when `ip` (iproute2) or a program the test
+    ///   [requires](Self::requires) is not installed;
     /// - [`LabError::Command`] or [`LabError::Io`] when a step fails; the message holds the
     ///   failing command line and its stderr.
     ///
@@ -94,6 +107,9 @@ impl LabBuilder {
         validate_prefix(&self.prefix)?;
         super::topology::check_privileges()?;
         cmd::check_ip()?;
+        for tool in &self.requires {
+            tool.find()?;
+        }
         sweep_stale(&self.prefix);
 
         let pid = std::process::id();

@@ -167,6 +167,35 @@ pub fn assert_cause(dead: &DeadPeer, cause: Cause, errno: i32) {
     assert_eq!(dead.raw_os_error(), Some(errno), "{dead}");
 }
 
+/// Makes room for `needed` open descriptors, or skips the test `test`: raises the soft
+/// `RLIMIT_NOFILE` to the hard limit (which any process may do; a user's shell often starts at a
+/// soft 1024). When the hard limit is below `needed`, prints one line, `skipped <test>: <reason>`,
+/// and returns false; under `DEADPEER_REQUIRE_NETNS=1` it panics instead.
+pub fn nofile_or_skip(test: &str, needed: u64) -> bool {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use std::io::Write as _;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit(RLIMIT_NOFILE)");
+    if soft < needed && hard > soft {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raise the soft RLIMIT_NOFILE");
+    }
+    if hard >= needed {
+        return true;
+    }
+    let reason = format!(
+        "needs {needed} open descriptors, RLIMIT_NOFILE's hard limit is {hard}: raise it (as \
+         root, `ulimit -Hn {needed}`, or `nofile` in /etc/security/limits.conf)"
+    );
+    if std::env::var(deadpeer_testkit::REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: {reason} ({}=1 forbids skipping)",
+            deadpeer_testkit::REQUIRE_NETNS_ENV
+        );
+    }
+    // One write straight to fd 2, as the testkit's skips: the harness captures `eprintln!`.
+    let _ = std::io::stderr().write_all(format!("skipped {test}: {reason}\n").as_bytes());
+    false
+}
+
 /// The process's open descriptors.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
