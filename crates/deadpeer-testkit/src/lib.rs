@@ -110,24 +110,46 @@
 //! [`Netns::open`] are never deleted. Nothing is configured in the host's namespace.
 #![forbid(unsafe_code)]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "deadpeer-testkit runs on Linux only: its labs are Linux network namespaces, veth pairs, \
+     routes and nftables; depend on it under [target.'cfg(target_os = \"linux\")'.dev-dependencies]"
+);
+
+#[cfg(target_os = "linux")]
 mod bound;
+#[cfg(target_os = "linux")]
 mod cmd;
+#[cfg(target_os = "linux")]
 mod error;
+#[cfg(target_os = "linux")]
 mod lab;
+#[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
 mod reject;
+#[cfg(target_os = "linux")]
 mod skip;
+#[cfg(target_os = "linux")]
 mod tool;
 
 #[cfg(feature = "events")]
+#[cfg(target_os = "linux")]
 pub mod events;
 
+#[cfg(target_os = "linux")]
 pub use bound::{WAKE, assert_within_bound, deadline, dies_within_bound};
+#[cfg(target_os = "linux")]
 pub use error::LabError;
+#[cfg(target_os = "linux")]
 pub use lab::{DEFAULT_PREFIX, Family, Lab, LabBuilder, MAX_PREFIX_LEN, send_nowait};
+#[cfg(target_os = "linux")]
 pub use netns::{CONNECT_TIMEOUT, Netns, NetnsGuard};
+#[cfg(target_os = "linux")]
 pub use reject::Reject;
+#[cfg(target_os = "linux")]
 pub use skip::lab_or_skip;
+#[cfg(target_os = "linux")]
 pub use tool::Tool;
 
 /// The environment variable that turns skips into failures: set it to `1` in CI.
@@ -135,6 +157,7 @@ pub const REQUIRE_NETNS_ENV: &str = "DEADPEER_REQUIRE_NETNS";
 
 /// For the macros; not public API.
 #[doc(hidden)]
+#[cfg(target_os = "linux")]
 pub mod __private {
     pub use crate::skip::test_name;
 }
