@@ -439,3 +439,69 @@ async fn without_deadpeer_the_checkout_hands_out_the_dead_connection_and_its_que
     );
     assert!(start.elapsed() >= deadline(policy()) + hang);
 }
+
+/// The server closing a pooled connection (`pg_terminate_backend`: an error message and a FIN,
+/// not a death) is caught by `client.is_closed()`, not by `liveness.is_dead()`; the checkout
+/// then opens a fresh connection.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_the_server_closed_is_caught_by_is_closed_not_by_is_dead() {
+    let Some(lab) = lab_or_skip!() else {
+        return;
+    };
+    let test = "a_connection_the_server_closed_is_caught_by_is_closed_not_by_is_dead";
+    let Some(cluster) = pg::Cluster::start_or_skip(&lab, test) else {
+        return;
+    };
+    let _inside = lab.client().enter().unwrap();
+    let (connector, mut ended) = Connector::new(&cluster, policy());
+    let pool = Deadpool::builder(DeadpoolManager(connector))
+        .max_size(1)
+        .build()
+        .unwrap();
+
+    let victim = pool.get().await.unwrap();
+    let rows = victim
+        .client
+        .simple_query("SELECT pg_backend_pid()")
+        .await
+        .unwrap();
+    let pid = rows
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("a pid");
+    let watched = victim.liveness.clone();
+    drop(victim);
+
+    let other = pool.manager().0.connect().await.unwrap();
+    other
+        .client
+        .simple_query(&format!("SELECT pg_terminate_backend({pid})"))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(2), ended.recv())
+        .await
+        .expect("the victim's connection task ended")
+        .expect("with an error");
+    assert!(DeadPeer::find(&err).is_none(), "not a death: {err:?}");
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN),
+        "{err:?}"
+    );
+    let mut seen = Vec::new();
+    let _ = pool.retain(|conn, _| {
+        seen.push((conn.liveness.is_dead(), conn.client.is_closed()));
+        true
+    });
+    assert_eq!(seen, [(false, true)], "(is_dead, is_closed)");
+    // The connection task dropped the stream: settled, without a death.
+    assert!(matches!(watched.state(), State::Closed));
+
+    let conn = pool.get().await.unwrap();
+    assert_works(&conn.client).await;
+    assert_ne!(conn.liveness.local_addr(), watched.local_addr());
+    assert_eq!(pool.manager().0.opened(), 3, "victim, other, fresh");
+}
