@@ -21,6 +21,7 @@ mod output;
 mod parse;
 mod plan;
 mod sysctl;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,7 @@ Examples:
   sudo deadpeer demo                               watch three zombie connections get caught (about 15 s)
   deadpeer audit                                   every TCP connection: keepalive, idle time, owner, verdict
   deadpeer audit --fail-on unprotected             a monitoring check: exit 3 if any connection is unprotected
+  sudo deadpeer watch --json                       every connection death on this host, as it happens
 
 Exit status: 0 ok (warnings included), 1 runtime failure, 2 bad input, 3 an audit --fail-on match
 or a plan/check --strict warning.";
@@ -72,6 +74,8 @@ enum Command {
     Demo(demo::Args),
     /// List this network namespace's TCP connections: keepalive, idle time, owner and a verdict.
     Audit(audit::Args),
+    /// Stream every TCP connection death on this host, any process, classified (needs root).
+    Watch(watch::Args),
 }
 
 impl Command {
@@ -82,6 +86,7 @@ impl Command {
             Command::Plan(args) => plan::run(args, out),
             Command::Demo(args) => demo::run(args, out),
             Command::Audit(args) => audit::run(args, out),
+            Command::Watch(args) => watch::run(args, out),
         }
     }
 }
