@@ -107,7 +107,8 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
         serve_metrics(addr)?;
     }
     let instance = tracefs::Instance::create()?;
-    let mut pipe = instance.pipe()?;
+    let decoder = instance.decoder()?;
+    let pipes = instance.raw_pipes()?;
     let owners = owners::Owners::start();
     let events: Vec<String> = tracefs::EVENTS
         .iter()
@@ -121,25 +122,33 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
     );
 
     let mut flows = flows::Flows::default();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pending: Vec<u8> = Vec::new();
+    let mut page = vec![0u8; instance.page_size()];
+    let mut batch: Vec<event::Event> = Vec::new();
     let mut lost_reported = 0;
     let mut lost_checked = Instant::now();
+    let timeout = Timespec::try_from(IDLE_POLL).unwrap_or_default();
     while !stop.load(Ordering::Acquire) && !out.is_broken() {
-        let timeout = Timespec::try_from(IDLE_POLL).unwrap_or_default();
-        match poll(&mut [PollFd::new(&pipe, PollFlags::IN)], Some(&timeout)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(CliError::runtime(format!("cannot poll trace_pipe: {e}"))),
-        }
-        read_available(&mut pipe, &mut buf, &mut pending)?;
-        let end = pending
+        let mut fds: Vec<PollFd<'_>> = pipes
             .iter()
-            .rposition(|b| *b == b'\n')
-            .map_or(0, |i| i + 1);
-        for line in pending[..end].split(|b| *b == b'\n') {
-            let Some(e) = std::str::from_utf8(line).ok().and_then(event::parse) else {
-                continue;
-            };
+            .map(|p| PollFd::new(p, PollFlags::IN))
+            .collect();
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                return Err(CliError::runtime(format!(
+                    "cannot poll trace_pipe_raw: {e}"
+                )));
+            }
+        }
+        drop(fds);
+        for pipe in &pipes {
+            read_pages(pipe, &mut page, |p| {
+                event::page(p, |ts, r| batch.extend(decoder.record(ts, r)));
+            })?;
+        }
+        // Each CPU's pages are in order; across CPUs, the timestamps order them.
+        batch.sort_by(|a, b| a.ts.total_cmp(&b.ts));
+        for e in batch.drain(..) {
             match flows.on(e) {
                 flows::Outcome::Nothing => {}
                 flows::Outcome::Opened => owners.stale(),
@@ -162,7 +171,6 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
                 }
             }
         }
-        pending.drain(..end);
         flows.prune();
         if lost_checked.elapsed() >= LOST_EVERY {
             lost_checked = Instant::now();
@@ -177,24 +185,31 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
             }
         }
     }
-    drop(pipe);
+    drop(pipes);
     drop(instance);
     Ok(())
 }
 
-/// Reads everything `trace_pipe` has now.
-fn read_available(pipe: &mut File, buf: &mut [u8], pending: &mut Vec<u8>) -> Result<(), CliError> {
+/// Reads every page a CPU's `trace_pipe_raw` has now.
+fn read_pages(
+    mut pipe: &File,
+    page: &mut [u8],
+    mut each: impl FnMut(&[u8]),
+) -> Result<(), CliError> {
     loop {
-        match pipe.read(buf) {
+        match pipe.read(page) {
             Ok(0) => return Ok(()),
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Ok(n) => each(&page[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(CliError::runtime(format!("cannot read trace_pipe: {e}"))),
+            Err(e) => {
+                return Err(CliError::runtime(format!(
+                    "cannot read trace_pipe_raw: {e}"
+                )));
+            }
         }
     }
 }
-
 /// CLOCK_MONOTONIC in seconds: the clock of the instance's timestamps (`trace_clock` `mono`).
 fn monotonic() -> f64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);

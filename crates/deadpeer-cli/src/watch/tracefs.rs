@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use super::event::{Decoder, Format};
 use crate::error::CliError;
 
 /// Where tracefs lives.
@@ -22,11 +23,19 @@ pub(crate) const PREFIX: &str = "deadpeer-watch-";
 const BUFFER_KB: u32 = 8192;
 
 /// The tracepoints watch enables, with the filter the kernel applies before recording.
+///
+/// - error reports of TCP sockets that still have a peer: the application's own abort
+///   (`SO_LINGER` 0) reports with `dport` 0;
+/// - moves to `ESTABLISHED` (when a connection opened, and that the owners' index is stale),
+///   and to `CLOSE` from the states a death leaves: `ESTABLISHED`, `FIN_WAIT1` and
+///   `CLOSE_WAIT`. Ordinary closes leave `FIN_WAIT2`, `LAST_ACK` and `CLOSING` and are not
+///   recorded (nor, then, a death after this side's own `shutdown`);
+/// - every retransmission.
 pub(crate) const EVENTS: [(&str, &str); 3] = [
-    ("sock/inet_sk_error_report", "protocol == 6"),
+    ("sock/inet_sk_error_report", "protocol == 6 && dport != 0"),
     (
         "sock/inet_sock_set_state",
-        "protocol == 6 && (newstate == 1 || newstate == 7)",
+        "protocol == 6 && (newstate == 1 || (newstate == 7 && (oldstate == 1 || oldstate == 4 || oldstate == 8)))",
     ),
     ("tcp/tcp_retransmit_skb", ""),
 ];
@@ -114,6 +123,8 @@ impl Instance {
         })?;
         instance.write("trace_clock", "mono")?;
         instance.write("buffer_size_kb", &BUFFER_KB.to_string())?;
+        // Wake the reader at the first event, not when the buffer is half full.
+        instance.write("buffer_percent", "0")?;
         for (event, filter) in EVENTS {
             if !filter.is_empty() {
                 instance.write(&format!("events/{event}/filter"), filter)?;
@@ -134,14 +145,59 @@ impl Instance {
         })
     }
 
-    /// `trace_pipe`, non-blocking: reading consumes the events.
-    pub(crate) fn pipe(&self) -> Result<File, CliError> {
-        let path = self.dir.join("trace_pipe");
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-            .open(&path)
-            .map_err(|e| CliError::runtime(format!("cannot open {}: {e}", path.display())))
+    /// The decoder of [`EVENTS`]' records, from their `format` files.
+    pub(crate) fn decoder(&self) -> Result<Decoder, CliError> {
+        let mut formats = Vec::new();
+        for (event, _) in EVENTS {
+            let path = Path::new(TRACEFS).join("events").join(event).join("format");
+            let text = fs::read_to_string(&path)
+                .map_err(|e| CliError::runtime(format!("cannot read {}: {e}", path.display())))?;
+            formats
+                .push(Format::parse(&text).ok_or_else(|| {
+                    CliError::runtime(format!("cannot parse {}", path.display()))
+                })?);
+        }
+        Decoder::new(&formats[0], &formats[1], &formats[2]).map_err(|e| {
+            CliError::runtime(format!(
+                "this kernel ({}) lays out its tracepoints differently: {e}",
+                kernel_release()
+            ))
+        })
+    }
+
+    /// Each CPU's `trace_pipe_raw`, non-blocking: reading consumes whole ring-buffer pages.
+    pub(crate) fn raw_pipes(&self) -> Result<Vec<File>, CliError> {
+        let mut cpus: Vec<(u32, PathBuf)> = fs::read_dir(self.dir.join("per_cpu"))
+            .map_err(|e| {
+                CliError::runtime(format!(
+                    "cannot list per_cpu of {}: {e}",
+                    self.dir.display()
+                ))
+            })?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.strip_prefix("cpu")?.parse().ok()?;
+                Some((n, e.path().join("trace_pipe_raw")))
+            })
+            .collect();
+        cpus.sort();
+        cpus.into_iter()
+            .map(|(_, path)| {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                    .open(&path)
+                    .map_err(|e| CliError::runtime(format!("cannot open {}: {e}", path.display())))
+            })
+            .collect()
+    }
+
+    /// The ring buffer's page size in bytes (`buffer_subbuf_size_kb`, 4 KiB where absent).
+    pub(crate) fn page_size(&self) -> usize {
+        fs::read_to_string(self.dir.join("buffer_subbuf_size_kb"))
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .map_or(4096, |kb| kb * 1024)
     }
 
     /// Events the ring buffer lost: the sum over CPUs of `overrun` (overwritten before they
