@@ -49,6 +49,8 @@ struct Line {
 /// namespace). Stopped with SIGTERM, and killed if that fails, on drop (also on panic).
 struct Watch {
     child: Child,
+    /// Whether tracefs was mounted before this watch started.
+    mounted_before: bool,
     lines: Receiver<Line>,
     stderr: Receiver<String>,
 }
@@ -56,6 +58,7 @@ struct Watch {
 impl Watch {
     /// Starts it and waits for its "watching" line; `None` (skipped) when it cannot trace.
     fn start(test: &str, args: &[&str]) -> Option<Self> {
+        let mounted_before = tracefs_mounted();
         let mut child = Command::new(BIN)
             .arg("watch")
             .arg("--json")
@@ -86,6 +89,7 @@ impl Watch {
         });
         let mut w = Self {
             child,
+            mounted_before,
             lines,
             stderr,
         };
@@ -118,16 +122,29 @@ impl Watch {
         got
     }
 
-    /// SIGTERM; asserts exit status 0, no warning, and the instance gone.
-    fn stop(mut self) {
+    /// Sends `signal` (SIGTERM, or SIGINT as Ctrl-C does); asserts exit status 0, no warning, the instance gone, and tracefs unmounted if
+    /// it was not mounted before and no other watch runs.
+    fn stop(mut self, signal: Signal) {
         let instance = self.instance();
         assert!(Path::new(&instance).is_dir(), "{instance} while running");
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "watch exited with {status:?}");
         let rest: Vec<String> = self.stderr.try_iter().collect();
         assert!(rest.is_empty(), "watch warned: {rest:?}");
         assert!(!Path::new(&instance).exists(), "{instance} left behind");
+        let others = std::fs::read_dir(format!("{TRACEFS}/instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("deadpeer-watch-")
+            });
+        if !self.mounted_before && !others {
+            assert!(!tracefs_mounted(), "watch left tracefs mounted");
+        }
     }
 }
 
@@ -242,7 +259,6 @@ fn tracefs_mounted() -> bool {
 #[test]
 fn python_deaths_are_classified_and_owned() {
     let Some(lab) = lab_or_skip!() else { return };
-    let mounted_before = tracefs_mounted();
     let Some(watch) = Watch::start("python_deaths_are_classified_and_owned", &[]) else {
         return;
     };
@@ -374,12 +390,7 @@ fn python_deaths_are_classified_and_owned() {
     assert_eq!(found["ka"].v["retransmits"], 0);
     assert_eq!(found["rst"].v["retransmits"], 0);
 
-    watch.stop();
-    assert_eq!(
-        tracefs_mounted(),
-        mounted_before,
-        "watch must leave tracefs mounted as it found it"
-    );
+    watch.stop(Signal::SIGTERM);
     drop(clients);
 }
 
@@ -461,7 +472,7 @@ fn a_burst_of_resets_loses_none() {
         locals.len(),
         max_delay * 1e3
     );
-    watch.stop();
+    watch.stop(Signal::SIGINT);
     drop(clients);
 }
 

@@ -3,7 +3,9 @@
 //! untouched. Removed when [`Instance`] is dropped, on a signal (the caller stops and drops it),
 //! and on a panic ([`cleanup`], called by the panic hook); an instance left by a watch that was
 //! killed (`SIGKILL`) is removed by the next watch. If tracefs was not mounted, it is mounted at
-//! `/sys/kernel/tracing` and unmounted again at the end.
+//! `/sys/kernel/tracing` and unmounted again by the last watch to stop: a watch that mounted it
+//! leaves [`MOUNTED_MARK`], and whichever watch finds no other watch's instance on its way out
+//! unmounts tracefs and removes the mark.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -40,8 +42,11 @@ pub(crate) const EVENTS: [(&str, &str); 3] = [
     ("tcp/tcp_retransmit_skb", ""),
 ];
 
-/// What to undo at exit: the instance, and tracefs if watch mounted it.
-static CLEANUP: Mutex<Option<(PathBuf, bool)>> = Mutex::new(None);
+/// Left by a watch that mounted tracefs, until a watch unmounts it.
+pub(crate) const MOUNTED_MARK: &str = "/run/deadpeer-watch-mounted-tracefs";
+
+/// What to undo at exit: the instance.
+static CLEANUP: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Removes the instance (and unmounts tracefs if watch mounted it); idempotent. Called on drop
 /// and by the panic hook.
@@ -50,12 +55,19 @@ pub(crate) fn cleanup() {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .take();
-    if let Some((instance, mounted)) = taken {
-        // Removing an instance disables its events and frees its buffer.
-        let _ = fs::remove_dir(&instance);
-        if mounted {
-            let _ = rustix::mount::unmount(TRACEFS, rustix::mount::UnmountFlags::empty());
-        }
+    let Some(instance) = taken else { return };
+    // Removing an instance disables its events and frees its buffer.
+    let _ = fs::remove_dir(&instance);
+    let others = fs::read_dir(instance.parent().unwrap_or(Path::new(TRACEFS)))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(PREFIX));
+    if !others
+        && Path::new(MOUNTED_MARK).exists()
+        && rustix::mount::unmount(TRACEFS, rustix::mount::UnmountFlags::empty()).is_ok()
+    {
+        let _ = fs::remove_file(MOUNTED_MARK);
     }
 }
 
@@ -70,7 +82,6 @@ impl Instance {
     /// [`EVENTS`]. Each failure names what is missing.
     pub(crate) fn create() -> Result<Self, CliError> {
         let root = Path::new(TRACEFS);
-        let mut mounted = false;
         if !root.join("instances").is_dir() {
             if !root.is_dir() {
                 return Err(missing(format!(
@@ -92,13 +103,14 @@ impl Instance {
                     missing(format!("cannot mount tracefs at {TRACEFS}: {e}"))
                 }
             })?;
-            mounted = true;
+            // Best effort: without the mark, tracefs stays mounted at the end.
+            let _ = fs::write(MOUNTED_MARK, format!("{}\n", std::process::id()));
         }
         // From here on, the exit paths undo what was done.
         let dir = root
             .join("instances")
             .join(format!("{PREFIX}{}", std::process::id()));
-        *CLEANUP.lock().unwrap_or_else(PoisonError::into_inner) = Some((dir.clone(), mounted));
+        *CLEANUP.lock().unwrap_or_else(PoisonError::into_inner) = Some(dir.clone());
         let instance = Self { dir };
         remove_stale(&root.join("instances"));
         for (event, _) in EVENTS {
