@@ -86,12 +86,17 @@ fn parse_cause(s: &str) -> Result<Cause, String> {
 }
 
 impl Args {
-    fn wants(&self, r: &report::Record, cause: Cause) -> bool {
+    /// Whether the filters let a death through (the metrics count every death).
+    fn wants(&self, d: &flows::Death, owner: Option<&owners::Owner>) -> bool {
+        let (local, peer) = d.flow;
         (self.port.is_empty()
-            || self.port.contains(&r.local_addr.port())
-            || self.port.contains(&r.peer_addr.port()))
-            && (self.pid.is_empty() || r.pid.is_some_and(|p| self.pid.contains(&p)))
-            && (self.cause.is_empty() || self.cause.contains(&cause))
+            || self.port.contains(&local.port())
+            || self.port.contains(&peer.port()))
+            && (self.pid.is_empty()
+                || owner
+                    .and_then(|o| o.pid)
+                    .is_some_and(|p| self.pid.contains(&p)))
+            && (self.cause.is_empty() || self.cause.contains(&d.cause))
     }
 }
 
@@ -154,10 +159,14 @@ pub(crate) fn run(args: Args, out: &mut Out) -> Result<(), CliError> {
                 flows::Outcome::Opened => owners.stale(),
                 flows::Outcome::Death(d) => {
                     let owner = owners.get(&d.flow);
+                    let wanted = args.wants(&d, owner.as_ref());
+                    if !wanted && args.metrics.is_none() {
+                        continue;
+                    }
                     let (mono, wall) = (monotonic(), SystemTime::now());
                     let r = report::Record::new(&d, owner, mono, wall);
                     r.count();
-                    if !args.wants(&r, d.cause) {
+                    if !wanted {
                         continue;
                     }
                     if args.json {

@@ -11,7 +11,7 @@
 //!   entered it (`setns`);
 //! - each inode's owner: the lowest pid whose `/proc/PID/fd` holds it, and `/proc/PID/comm`.
 //!
-//! The index is rebuilt in its own thread whenever a connection was established, at most every
+//! The index is rebuilt in its own thread, at nice 10, whenever a connection was established, at most every
 //! [`MIN_INTERVAL`]; a connection that dies before the next rebuild has no owner, and one held by
 //! several processes, or found in several namespaces with the same addresses, is reported with
 //! the first (lowest pid, first namespace).
@@ -85,11 +85,21 @@ impl Owners {
     }
 }
 
+/// Nice value of the rebuilding thread: a rebuild may wait, the deaths may not.
+const NICE: i32 = 10;
+
 fn rebuild_loop(rx: &Receiver<()>, index: &Mutex<Arc<Index>>, pending: &AtomicBool) {
+    // On Linux, setpriority on a thread id sets that thread's nice value only.
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE);
     while rx.recv().is_ok() {
         pending.store(false, Ordering::Release);
         let fresh = Arc::new(build());
-        *index.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        let old = std::mem::replace(
+            &mut *index.lock().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        // Freed outside the lock.
+        drop(old);
         std::thread::sleep(MIN_INTERVAL);
     }
 }
