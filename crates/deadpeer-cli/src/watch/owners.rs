@@ -11,10 +11,11 @@
 //!   entered it (`setns`);
 //! - each inode's owner: the lowest pid whose `/proc/PID/fd` holds it, and `/proc/PID/comm`.
 //!
-//! The index is rebuilt in its own thread, at nice 10, whenever a connection was established, at most every
-//! [`MIN_INTERVAL`]; a connection that dies before the next rebuild has no owner, and one held by
-//! several processes, or found in several namespaces with the same addresses, is reported with
-//! the first (lowest pid, first namespace).
+//! The index is rebuilt in its own thread, at nice 10, whenever a connection was established, at
+//! most every [`MIN_INTERVAL`] and using at most a tenth of a CPU ([`DUTY`]); a connection that
+//! dies before the next rebuild has no owner, and one held by several processes, or found in
+//! several namespaces with the same addresses, is reported with the first (lowest pid, first
+//! namespace).
 
 use std::collections::HashMap;
 use std::fs;
@@ -30,6 +31,10 @@ use super::event::Flow;
 
 /// The index is rebuilt at most this often.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// After a rebuild that took `t`, the next waits at least `t × DUTY`: the thread uses at most a
+/// tenth of a CPU however many connections open (a rebuild reads every namespace's TCP tables,
+/// which walks the kernel's whole connection hash each time, and every process's descriptors).
+const DUTY: u32 = 9;
 
 /// The holder of a socket, and the network namespace the connection lives in.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -93,14 +98,16 @@ fn rebuild_loop(rx: &Receiver<()>, index: &Mutex<Arc<Index>>, pending: &AtomicBo
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE);
     while rx.recv().is_ok() {
         pending.store(false, Ordering::Release);
+        let started = std::time::Instant::now();
         let fresh = Arc::new(build());
+        let took = started.elapsed();
         let old = std::mem::replace(
             &mut *index.lock().unwrap_or_else(PoisonError::into_inner),
             fresh,
         );
         // Freed outside the lock.
         drop(old);
-        std::thread::sleep(MIN_INTERVAL);
+        std::thread::sleep(MIN_INTERVAL.max(took * DUTY));
     }
 }
 
