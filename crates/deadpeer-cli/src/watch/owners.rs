@@ -60,7 +60,7 @@ pub(crate) struct Owners {
 impl Owners {
     /// Builds the index once, then starts the thread that rebuilds it on [`Owners::stale`].
     pub(crate) fn start() -> Self {
-        let index = Arc::new(Mutex::new(Arc::new(build())));
+        let index = Arc::new(Mutex::new(Arc::new(build().0)));
         let (wake, rx) = sync_channel(1);
         let pending = Arc::new(AtomicBool::new(false));
         let (i, p) = (Arc::clone(&index), Arc::clone(&pending));
@@ -96,24 +96,38 @@ const NICE: i32 = 10;
 fn rebuild_loop(rx: &Receiver<()>, index: &Mutex<Arc<Index>>, pending: &AtomicBool) {
     // On Linux, setpriority on a thread id sets that thread's nice value only.
     let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE);
-    while rx.recv().is_ok() {
+    let mut retries = 0;
+    loop {
+        if retries == 0 && rx.recv().is_err() {
+            return;
+        }
         pending.store(false, Ordering::Release);
         let started = std::time::Instant::now();
-        let fresh = Arc::new(build());
+        let (fresh, unaccepted) = build();
         let took = started.elapsed();
         let old = std::mem::replace(
             &mut *index.lock().unwrap_or_else(PoisonError::into_inner),
-            fresh,
+            Arc::new(fresh),
         );
         // Freed outside the lock.
         drop(old);
+        // Connections still waiting to be accepted have no inode yet: look again, a few times.
+        retries = if unaccepted > 0 && retries < RETRIES {
+            retries + 1
+        } else {
+            0
+        };
         std::thread::sleep(MIN_INTERVAL.max(took * DUTY));
     }
 }
 
-/// One pass over /proc and /run/netns.
-fn build() -> Index {
-    let mut owners: HashMap<u64, (u32, String)> = HashMap::new();
+/// Rebuilds after one that found connections not yet accepted (no inode, so no owner).
+const RETRIES: u32 = 3;
+
+/// One pass over /proc and /run/netns: the index, and how many established connections had no
+/// inode yet (not accepted). The tables are read before the descriptors, so that a connection
+/// listed with an inode is already held by its owner.
+fn build() -> (Index, usize) {
     // Namespace inode → where its tables can be read.
     let mut spaces: HashMap<u64, Space> = HashMap::new();
     let mut pids: Vec<u32> = fs::read_dir("/proc")
@@ -123,12 +137,32 @@ fn build() -> Index {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     pids.sort_unstable();
-    for pid in pids {
-        let dir = Path::new("/proc").join(pid.to_string());
-        let Ok(ns) = fs::metadata(dir.join("ns/net")) else {
+    for &pid in &pids {
+        if let Ok(ns) = fs::metadata(Path::new("/proc").join(pid.to_string()).join("ns/net")) {
+            spaces.entry(ns.ino()).or_insert(Space::Pid(pid));
+        }
+    }
+    let mut names: HashMap<u64, String> = HashMap::new();
+    for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let file_name = entry.file_name();
+        let (Ok(meta), Some(name)) = (fs::metadata(entry.path()), file_name.to_str()) else {
             continue;
         };
-        spaces.entry(ns.ino()).or_insert(Space::Pid(pid));
+        names.insert(meta.ino(), name.to_owned());
+        spaces
+            .entry(meta.ino())
+            .or_insert_with(|| Space::Named(entry.path().to_string_lossy().into_owned()));
+    }
+    let mut unaccepted = 0;
+    let mut listed: Vec<(u64, Flow, u64)> = Vec::new();
+    for (ns, space) in spaces {
+        let (rows, waiting) = space.connections();
+        unaccepted += waiting;
+        listed.extend(rows.into_iter().map(|(flow, inode)| (ns, flow, inode)));
+    }
+    let mut owners: HashMap<u64, (u32, String)> = HashMap::new();
+    for pid in pids {
+        let dir = Path::new("/proc").join(pid.to_string());
         let Ok(fds) = fs::read_dir(dir.join("fd")) else {
             continue;
         };
@@ -150,30 +184,17 @@ fn build() -> Index {
             });
         }
     }
-    let mut names: HashMap<u64, String> = HashMap::new();
-    for entry in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
-        let file_name = entry.file_name();
-        let (Ok(meta), Some(name)) = (fs::metadata(entry.path()), file_name.to_str()) else {
-            continue;
-        };
-        names.insert(meta.ino(), name.to_owned());
-        spaces
-            .entry(meta.ino())
-            .or_insert_with(|| Space::Named(entry.path().to_string_lossy().into_owned()));
-    }
     let mut index = Index::new();
-    for (ns, space) in spaces {
-        for (flow, inode) in space.connections() {
-            let (pid, command) = owners.get(&inode).cloned().unzip();
-            index.entry(flow).or_insert_with(|| Owner {
-                pid,
-                command,
-                netns: ns,
-                netns_name: names.get(&ns).cloned(),
-            });
-        }
+    for (ns, flow, inode) in listed {
+        let (pid, command) = owners.get(&inode).cloned().unzip();
+        index.entry(flow).or_insert_with(|| Owner {
+            pid,
+            command,
+            netns: ns,
+            netns_name: names.get(&ns).cloned(),
+        });
     }
-    index
+    (index, unaccepted)
 }
 
 /// Where a namespace's TCP tables can be read.
@@ -185,7 +206,7 @@ enum Space {
 }
 
 impl Space {
-    fn connections(&self) -> Vec<(Flow, u64)> {
+    fn connections(&self) -> (Vec<(Flow, u64)>, usize) {
         match self {
             Space::Pid(pid) => tables(&Path::new("/proc").join(pid.to_string()).join("net")),
             Space::Named(path) => {
@@ -208,16 +229,29 @@ impl Space {
     }
 }
 
-/// The connections of `tcp` and `tcp6` in a `net` directory, with their inodes.
-fn tables(net: &Path) -> Vec<(Flow, u64)> {
+/// The connections of `tcp` and `tcp6` in a `net` directory, with their inodes, and how many
+/// established ones have none yet (waiting to be accepted).
+fn tables(net: &Path) -> (Vec<(Flow, u64)>, usize) {
     let mut out = Vec::new();
+    let mut waiting = 0;
     for file in ["tcp", "tcp6"] {
         let Ok(text) = fs::read_to_string(net.join(file)) else {
             continue;
         };
-        out.extend(text.lines().skip(1).filter_map(parse_row));
+        for line in text.lines().skip(1) {
+            match parse_row(line) {
+                Some(row) => out.push(row),
+                None => waiting += usize::from(unaccepted(line)),
+            }
+        }
     }
-    out
+    (out, waiting)
+}
+
+/// An established connection without an inode: not accepted yet.
+fn unaccepted(line: &str) -> bool {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    f.get(3) == Some(&"01") && f.get(9) == Some(&"0")
 }
 
 /// `  0: 0100007F:1F90 0100007F:D88C 01 … 0 12345 …` → ((local, peer), inode). Listening
@@ -280,6 +314,13 @@ mod tests {
         assert_eq!(l, "[::1]:8080".parse().unwrap());
         assert_eq!(p, "[::ffff:127.0.0.1]:55436".parse().unwrap());
         assert_eq!(parse_row("garbage"), None);
+        let waiting = v4.replace(" 4242 ", " 0 ");
+        assert_eq!(parse_row(&waiting), None);
+        assert!(unaccepted(&waiting));
+        assert!(!unaccepted(v4));
+        assert!(!unaccepted(
+            &listen.replace(" 4242 ", " 0 ").replace(" 01 ", " 0A ")
+        ));
         assert_eq!(hex_addr("0100007F"), None);
         assert_eq!(socket_inode(b"pipe:[1]"), None);
     }
@@ -290,7 +331,10 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (_server, _) = listener.accept().unwrap();
         let flow = (client.local_addr().unwrap(), client.peer_addr().unwrap());
-        let owner = build().remove(&flow).expect("the index has our connection");
+        let owner = build()
+            .0
+            .remove(&flow)
+            .expect("the index has our connection");
         assert_eq!(owner.pid, Some(std::process::id()));
         let ns = fs::metadata("/proc/self/ns/net").unwrap().ino();
         assert_eq!(owner.netns, ns);
