@@ -10,8 +10,8 @@
 //! each with the Python process as owner, the server's namespace, and a line read by this test
 //! within 10 ms of the tracepoint's timestamp (both on CLOCK_MONOTONIC). Our own aborting
 //! client is not a death. Then a burst of 5000 connections reset at once: every one is
-//! reported, owned by this test process. Each watch must remove its tracing instance when
-//! stopped with SIGTERM.
+//! reported, owned by this test process; an IPv6 reset in a namespace no process is in. Each
+//! watch must remove its tracing instance when stopped with SIGTERM or SIGINT.
 
 mod support;
 
@@ -495,6 +495,51 @@ fn a_burst_of_resets_loses_none() {
     );
     watch.stop(Signal::SIGINT);
     drop(clients);
+}
+
+/// The IPv6 path (the `saddr_v6` fields, `/proc/net/tcp6`), from a namespace no process is in:
+/// both sockets are held by this test process, created inside the lab's namespaces.
+#[test]
+fn ipv6_reset_is_reported_with_owner_and_namespace() {
+    let _serial = measuring();
+    let Some(lab) = lab_or_skip!() else { return };
+    let Some(watch) = Watch::start(
+        "ipv6_reset_is_reported_with_owner_and_namespace",
+        &["--port", "7402"],
+    ) else {
+        return;
+    };
+    let server = SocketAddr::new(lab.server_addr_for(deadpeer_testkit::Family::V6), 7402);
+    let listener = lab.server().tcp_listener(server).unwrap();
+    let client = lab.client().tcp_connect(server).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.reset(accepted).unwrap();
+    let lines = watch.collect(Duration::from_secs(5), |got| !got.is_empty());
+    let v = &lines.first().expect("the reset is reported").v;
+    println!("{v}");
+    assert_eq!(v["cause"], "reset", "{v:#}");
+    assert_eq!(
+        v["local_addr"],
+        client.local_addr().unwrap().to_string(),
+        "{v:#}"
+    );
+    assert_eq!(v["peer_addr"], server.to_string(), "{v:#}");
+    assert_eq!(v["pid"], std::process::id(), "{v:#}");
+    assert_eq!(v["netns"], netns_inode(lab.client()), "{v:#}");
+    assert_eq!(v["netns_name"], lab.client().name(), "{v:#}");
+    let delay = (lines[0].at - v["kernel_ts"].as_f64().unwrap()) * 1000.0;
+    assert!(
+        (0.0..DELAY_MS).contains(&delay),
+        "read {delay:.2} ms after: {v:#}"
+    );
+    assert_eq!(
+        lines.len(),
+        1,
+        "only the client's death: {lines:#?}",
+        lines = lines.iter().map(|l| &l.v).collect::<Vec<_>>()
+    );
+    watch.stop(Signal::SIGTERM);
 }
 
 #[test]
