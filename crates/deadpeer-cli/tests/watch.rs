@@ -16,10 +16,10 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use deadpeer_testkit::{Netns, lab_or_skip};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::{BIN, TempBin, one_line_error, skip};
+use support::{BIN, Python, TempBin, one_line_error, skip};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// The goal: a line within 10 ms of the kernel's decision.
@@ -172,14 +172,6 @@ impl Drop for Watch {
     }
 }
 
-/// A Python 3 server in a namespace, spoken to line by line; killed on drop (also on panic).
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    pid: u32,
-}
-
 /// Accepts connections and configures each as told: `accept ka` sets keepalive 1 s / 1 s / 2,
 /// `accept rtx` a 2 s `TCP_USER_TIMEOUT`; `send NAME` sends 1000 bytes on one.
 const SERVER: &str = r#"
@@ -207,55 +199,6 @@ for line in sys.stdin:
         print("sent")
 "#;
 
-impl Python {
-    fn start(ns: &Netns, script: &str) -> Option<Self> {
-        let spawned = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "python3", "-u", "-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                skip(
-                    "watch",
-                    &format!("cannot run python3 ({e}): install python3"),
-                );
-                return None;
-            }
-        };
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut py = Self {
-            child,
-            stdin,
-            stdout,
-            pid: 0,
-        };
-        py.pid = py.line().parse().expect("the script prints its pid");
-        Some(py)
-    }
-
-    fn line(&mut self) -> String {
-        let mut s = String::new();
-        self.stdout.read_line(&mut s).unwrap();
-        assert!(!s.is_empty(), "python3 exited early");
-        s.trim_end().to_owned()
-    }
-
-    fn say(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.line()
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn netns_inode(ns: &Netns) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(ns.path()).unwrap().ino()
@@ -278,17 +221,21 @@ fn python_deaths_are_classified_and_owned() {
     };
     let saddr = lab.server_addr();
     let script = SERVER.replace("ADDR", &format!("'{saddr}'"));
-    let Some(mut py) = Python::start(lab.server(), &script) else {
+    let Some(mut py) = Python::start(
+        "python_deaths_are_classified_and_owned",
+        lab.server(),
+        &script,
+    ) else {
         return;
     };
     assert_eq!(py.line(), "listening");
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", py.pid)).unwrap();
+    let comm = py.comm();
     let server = SocketAddr::new(saddr, 7400);
     let mut clients: HashMap<&str, TcpStream> = HashMap::new();
     let mut ports: HashMap<u16, &str> = HashMap::new();
     for name in ["rst", "ka", "rtx"] {
         let c = lab.client().tcp_connect(server).unwrap();
-        let port: u16 = py.say(&format!("accept {name}")).parse().unwrap();
+        let port: u16 = py.ask(&format!("accept {name}")).parse().unwrap();
         assert_eq!(port, c.local_addr().unwrap().port());
         ports.insert(port, name);
         clients.insert(name, c);
@@ -304,7 +251,7 @@ fn python_deaths_are_classified_and_owned() {
     lab.reset(rst_client).unwrap();
     lab.blackhole().unwrap();
     let blackholed_at = mono();
-    assert_eq!(py.say("send rtx"), "sent");
+    assert_eq!(py.ask("send rtx"), "sent");
     let sent_at = mono();
 
     let lines = watch.collect(Duration::from_secs(15), |got| {
@@ -365,7 +312,7 @@ fn python_deaths_are_classified_and_owned() {
         assert_eq!(v["cause"], cause, "{v:#}");
         assert_eq!(v["errno"], errno, "{v:#}");
         assert_eq!(v["pid"], py.pid, "{v:#}");
-        assert_eq!(v["process"], comm.trim_end(), "{v:#}");
+        assert_eq!(v["process"], comm.as_str(), "{v:#}");
         assert_eq!(v["netns"], netns_inode(lab.server()), "{v:#}");
         assert_eq!(v["netns_name"], lab.server().name(), "{v:#}");
         assert_eq!(v["state_before"], "established", "{v:#}");
@@ -447,10 +394,12 @@ fn a_burst_of_resets_loses_none() {
             .set_linger(Some(Duration::ZERO))
             .unwrap();
     }
-    // The owners' index is rebuilt after connections open (every 100 ms at most); reading
-    // 10,000 descriptors and two 5000-row tables takes a debug build on a loaded machine a few
-    // hundred ms. Deaths sooner after the opening are reported without an owner (docs/cli.md).
-    std::thread::sleep(Duration::from_millis(1500));
+    // The owners' index is rebuilt after connections open, every 100 ms at most and, to use at
+    // most a tenth of a CPU, no sooner than 9 times the last rebuild's duration: reading 10,000
+    // descriptors and two 5000-row tables takes a debug build on a loaded machine up to a few
+    // hundred ms, so the rebuilds space out to seconds. Deaths sooner after the opening are
+    // reported without an owner (docs/cli.md).
+    std::thread::sleep(Duration::from_millis(4000));
     let started = mono();
     drop(accepted); // 5000 RSTs
     let sent = mono() - started;

@@ -12,10 +12,10 @@
 //! - each inode's owner: the lowest pid whose `/proc/PID/fd` holds it, and `/proc/PID/comm`.
 //!
 //! The index is rebuilt in its own thread, at nice 10, whenever a connection was established, at
-//! most every [`MIN_INTERVAL`] and using at most a tenth of a CPU ([`DUTY`]); a connection that
-//! dies before the next rebuild has no owner, and one held by several processes, or found in
-//! several namespaces with the same addresses, is reported with the first (lowest pid, first
-//! namespace).
+//! most every [`MIN_INTERVAL`], at least every [`MAX_INTERVAL`], and using at most a tenth of a
+//! CPU where that allows ([`DUTY`]); a connection that dies before the next rebuild has no
+//! owner, and one held by several processes, or found in several namespaces with the same
+//! addresses, is reported with the first (lowest pid, first namespace).
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,10 +31,13 @@ use super::event::Flow;
 
 /// The index is rebuilt at most this often.
 pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
-/// After a rebuild that took `t`, the next waits at least `t × DUTY`: the thread uses at most a
-/// tenth of a CPU however many connections open (a rebuild reads every namespace's TCP tables,
-/// which walks the kernel's whole connection hash each time, and every process's descriptors).
+/// After a rebuild that took `t`, the next waits `t × DUTY`, within [`MIN_INTERVAL`] and
+/// [`MAX_INTERVAL`]: the thread uses at most a tenth of a CPU unless a rebuild takes longer than
+/// 100 ms (a rebuild reads every namespace's TCP tables, which walks the kernel's whole
+/// connection hash each time, and every process's descriptors).
 const DUTY: u32 = 9;
+/// While connections open, the index is rebuilt at least this often.
+const MAX_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The holder of a socket, and the network namespace the connection lives in.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,7 +120,7 @@ fn rebuild_loop(rx: &Receiver<()>, index: &Mutex<Arc<Index>>, pending: &AtomicBo
         } else {
             0
         };
-        std::thread::sleep(MIN_INTERVAL.max(took * DUTY));
+        std::thread::sleep((took * DUTY).clamp(MIN_INTERVAL, MAX_INTERVAL));
     }
 }
 
