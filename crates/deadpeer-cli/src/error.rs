@@ -114,6 +114,9 @@ pub(crate) fn install_panic_hook() {
             "error: internal error{at}: {}; this is a bug in deadpeer, please report it",
             one_line(&what)
         );
+        // `deadpeer watch`'s tracing instance must not outlive it.
+        #[cfg(target_os = "linux")]
+        crate::watch::cleanup();
         std::process::exit(RUNTIME.into());
     }));
 }

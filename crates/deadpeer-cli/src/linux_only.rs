@@ -1,4 +1,4 @@
-//! The commands that run on Linux only, as they stand on other systems: each takes whatever
+//! The commands that run on Linux only (`kernel`, `check`, `demo`, `audit`, `watch`), as they stand on other systems: each takes whatever
 //! arguments it is given and says, in one line, why it cannot run here (exit status 1).
 
 use crate::error::CliError;
@@ -37,4 +37,5 @@ linux_only! {
     check: "reads TCP_INFO and TCP_USER_TIMEOUT from the socket";
     demo: "builds its lab from Linux network namespaces";
     audit: "reads the kernel's socket table through sock_diag netlink";
+    watch: "reads Linux's TCP tracepoints through tracefs";
 }

@@ -7,7 +7,7 @@
 //! (a usage error, a value the kernel would not accept, a malformed target), 3 when
 //! `audit --fail-on` matches or `plan`/`check --strict` warns. Errors are one line on stderr.
 //!
-//! `kernel`, `check`, `demo` and `audit` run on Linux only; elsewhere they say so in one line
+//! `kernel`, `check`, `demo`, `audit` and `watch` run on Linux only; elsewhere they say so in one line
 //! (`linux_only`), and `plan` works everywhere.
 //!
 //! Each subcommand lives in its own module with an `Args` struct and a `run` function; adding one
@@ -29,11 +29,13 @@ mod lints;
 #[cfg(not(target_os = "linux"))]
 mod linux_only;
 #[cfg(not(target_os = "linux"))]
-use linux_only::{audit, check, demo, kernel};
+use linux_only::{audit, check, demo, kernel, watch};
 mod output;
 mod parse;
 mod plan;
 mod sysctl;
+#[cfg(target_os = "linux")]
+mod watch;
 
 use std::process::ExitCode;
 
@@ -55,6 +57,7 @@ Examples:
   sudo deadpeer demo                               watch three zombie connections get caught (about 15 s)
   deadpeer audit                                   every TCP connection: keepalive, idle time, owner, verdict
   deadpeer audit --fail-on unprotected             a monitoring check: exit 3 if any connection is unprotected
+  sudo deadpeer watch --json                       every connection death on this host, as it happens
 
 Exit status: 0 ok (warnings included), 1 runtime failure, 2 bad input, 3 an audit --fail-on match
 or a plan/check --strict warning.";
@@ -85,6 +88,8 @@ enum Command {
     Demo(demo::Args),
     /// List this network namespace's TCP connections: keepalive, idle time, owner and a verdict.
     Audit(audit::Args),
+    /// Stream every TCP connection death on this host, any process, classified (needs root).
+    Watch(watch::Args),
 }
 
 impl Command {
@@ -95,6 +100,7 @@ impl Command {
             Command::Plan(args) => plan::run(args, out),
             Command::Demo(args) => demo::run(args, out),
             Command::Audit(args) => audit::run(args, out),
+            Command::Watch(args) => watch::run(args, out),
         }
     }
 }

@@ -22,6 +22,11 @@ impl Out {
         }
     }
 
+    /// Whether a write failed (the reader went away): long-running commands stop.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
     /// Writes one line.
     pub(crate) fn line(&mut self, line: impl fmt::Display) {
         if !self.broken && writeln!(self.inner, "{line}").is_err() {

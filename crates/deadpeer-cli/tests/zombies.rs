@@ -9,78 +9,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use deadpeer_testkit::{Netns, lab_or_skip};
 use serde_json::Value;
-use support::{ok, one_line_error, run_in, skip};
-
-/// A Python 3 process in a namespace, spoken to line by line; killed on drop (also on panic).
-struct Python {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    pid: u32,
-}
-
-impl Python {
-    /// Runs `script`, which prints its pid first.
-    fn start(ns: &Netns, script: &str) -> Option<Self> {
-        let spawned = Command::new("ip")
-            .args(["netns", "exec", ns.name(), "python3", "-u", "-c", script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                skip(
-                    "zombies",
-                    &format!("cannot run python3 ({e}): install python3"),
-                );
-                return None;
-            }
-        };
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut py = Self {
-            child,
-            stdin,
-            stdout,
-            pid: 0,
-        };
-        py.pid = py.line().parse().expect("the script prints its pid");
-        Some(py)
-    }
-
-    fn line(&mut self) -> String {
-        let mut s = String::new();
-        self.stdout.read_line(&mut s).unwrap();
-        assert!(!s.is_empty(), "python3 exited early");
-        s.trim_end().to_owned()
-    }
-
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-    }
-
-    fn comm(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
-            .unwrap()
-            .trim_end()
-            .to_owned()
-    }
-}
-
-impl Drop for Python {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Python, ok, one_line_error, run_in};
 
 /// Accepts one connection and never closes it, whatever the peer does.
 const LEAKY_SERVER: &str = r#"
@@ -128,7 +62,7 @@ fn python_leaks_and_zombies() {
     let with_addr = |script: &str| script.replace("ADDR", &format!("'{saddr}'"));
 
     // The leak: our client connects to the Python server, then closes.
-    let Some(mut server) = Python::start(lab.server(), &with_addr(LEAKY_SERVER)) else {
+    let Some(mut server) = Python::start("zombies", lab.server(), &with_addr(LEAKY_SERVER)) else {
         return;
     };
     assert_eq!(server.line(), "listening");
@@ -171,7 +105,7 @@ fn python_leaks_and_zombies() {
         .server()
         .tcp_listener(SocketAddr::new(saddr, 7301))
         .unwrap();
-    let Some(mut py) = Python::start(lab.client(), &with_addr(KEEPALIVE_CLIENT)) else {
+    let Some(mut py) = Python::start("zombies", lab.client(), &with_addr(KEEPALIVE_CLIENT)) else {
         return;
     };
     let port: u16 = py.line().parse().unwrap();

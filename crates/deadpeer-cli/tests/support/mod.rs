@@ -2,9 +2,9 @@
 //! namespace, also as `nobody`), and asserting on its exit status and its one-line errors.
 #![allow(dead_code)] // each test crate uses a different subset
 
-use std::io::Write as _;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 
 use deadpeer_testkit::Netns;
 
@@ -135,5 +135,76 @@ impl TempBin {
 impl Drop for TempBin {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Python 3 process in a namespace, spoken to line by line; killed on drop (also on panic).
+pub(crate) struct Python {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pub(crate) pid: u32,
+}
+
+impl Python {
+    /// Runs `script`, which prints its pid first; `None` (the test `test` skipped) without
+    /// python3.
+    pub(crate) fn start(test: &str, ns: &Netns, script: &str) -> Option<Self> {
+        let spawned = Command::new("ip")
+            .args(["netns", "exec", ns.name(), "python3", "-u", "-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                skip(test, &format!("cannot run python3 ({e}): install python3"));
+                return None;
+            }
+        };
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut py = Self {
+            child,
+            stdin,
+            stdout,
+            pid: 0,
+        };
+        py.pid = py.line().parse().expect("the script prints its pid");
+        Some(py)
+    }
+
+    /// The next line the script prints.
+    pub(crate) fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.stdout.read_line(&mut s).unwrap();
+        assert!(!s.is_empty(), "python3 exited early");
+        s.trim_end().to_owned()
+    }
+
+    /// Writes a line to the script.
+    pub(crate) fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+
+    /// Writes a line and returns the script's answer.
+    pub(crate) fn ask(&mut self, line: &str) -> String {
+        self.say(line);
+        self.line()
+    }
+
+    /// `/proc/PID/comm`.
+    pub(crate) fn comm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
