@@ -50,6 +50,7 @@ compile_error!(
      this target is neither"
 );
 
+mod engine;
 pub mod error;
 pub mod kernel;
 pub mod policy;

@@ -301,23 +301,32 @@ mod tests {
 
     use super::*;
     use crate::Cause;
+    use crate::error::Details;
 
     /// The fields of `dead peer detected`, as a JSON pipeline receives them: addresses split,
     /// the cause as `error.type`, durations as numbers of seconds; unknown values left out.
     #[test]
     fn a_death_has_opentelemetry_fields_and_a_stable_target() {
         let (events, _guard) = deadpeer_testkit::events::capture();
-        let dead = DeadPeer::new(
-            Cause::KeepaliveTimeout,
-            Some("[fd00::2]:7000".parse().unwrap()),
-            Some("10.0.0.1:41000".parse().unwrap()),
-            Duration::from_millis(4078),
-            Some(Duration::from_millis(4080)),
-            Some(KeepalivePolicy::FAST),
-            Some(libc::ETIMEDOUT),
-        );
+        let dead = DeadPeer::new(Details {
+            cause: Cause::KeepaliveTimeout,
+            peer_addr: Some("[fd00::2]:7000".parse().unwrap()),
+            local_addr: Some("10.0.0.1:41000".parse().unwrap()),
+            connected_for: Duration::from_millis(4078),
+            idle_for: Some(Duration::from_millis(4080)),
+            policy: Some(KeepalivePolicy::FAST),
+            raw_os_error: Some(libc::ETIMEDOUT),
+        });
         dead_peer_detected(&dead, None);
-        let unknown = DeadPeer::new(Cause::Reset, None, None, Duration::ZERO, None, None, None);
+        let unknown = DeadPeer::new(Details {
+            cause: Cause::Reset,
+            peer_addr: None,
+            local_addr: None,
+            connected_for: Duration::ZERO,
+            idle_for: None,
+            policy: None,
+            raw_os_error: None,
+        });
         dead_peer_detected(&unknown, None);
 
         let got = events.with_message("dead peer detected");

@@ -1,7 +1,6 @@
 //! [`KeepaliveStream`]: a TCP stream whose dead peer surfaces as a typed, latched [`DeadPeer`]
 //! error, and [`connect`], which applies a policy before the SYN.
 
-mod latch;
 mod split;
 
 use std::fmt;
@@ -13,9 +12,9 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 
-pub(crate) use self::latch::Latch;
 pub use self::split::{OwnedReadHalf, OwnedWriteHalf, ReuniteError};
-use crate::liveness::{Liveness, Meta};
+use crate::engine::{Meta, Owner};
+use crate::liveness::Liveness;
 use crate::policy::KeepalivePolicy;
 use crate::sys::{self, SocketKeepalive, TcpInfo};
 use crate::{DeadPeer, trace};
@@ -53,9 +52,9 @@ use crate::{DeadPeer, trace};
 /// # Ok(()) }
 /// ```
 pub struct KeepaliveStream {
-    // First: fields drop in order, and the latch must stop watching the socket before `io`
+    // First: fields drop in order, and the owner must stop watching the socket before `io`
     // closes it (the invariant of `sys::WatchedFd`).
-    latch: Latch,
+    owner: Owner,
     io: TcpStream,
 }
 
@@ -118,7 +117,7 @@ impl KeepaliveStream {
     /// Latches the death of a socket the kernel closed before it was wrapped.
     fn judged_at_wrap(self, closed: Option<(TcpInfo, Option<i32>)>) -> Self {
         if let Some((info, errno)) = closed {
-            self.latch.closed_before_wrap(&self.io, info, errno);
+            self.owner.closed_before_wrap(&self.io, info, errno);
         }
         self
     }
@@ -132,7 +131,7 @@ impl KeepaliveStream {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         trace::platform_limits();
         Self {
-            latch: Latch::new(Meta::new(peer, local, policy)),
+            owner: Owner::new(Meta::new(peer, local, policy)),
             io,
         }
     }
@@ -144,7 +143,7 @@ impl KeepaliveStream {
     /// instance (one `epoll_ctl`; no duplicate descriptor, no wake-ups on data). Dropping the
     /// stream ends the watch and closes the socket at once.
     pub fn liveness(&self) -> Liveness {
-        self.latch.liveness(&self.io)
+        Liveness::new(self.owner.watched(&self.io))
     }
 
     /// The peer's address, captured when the stream was wrapped (an IPv4-mapped IPv6 address is
@@ -155,7 +154,7 @@ impl KeepaliveStream {
     /// [`io::ErrorKind::NotConnected`] when it could not be read then (the connection was
     /// already gone).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.latch
+        self.owner
             .meta
             .peer_addr
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
@@ -167,7 +166,7 @@ impl KeepaliveStream {
     ///
     /// [`io::ErrorKind::NotConnected`] when it could not be read then.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.latch
+        self.owner
             .meta
             .local_addr
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
@@ -175,12 +174,12 @@ impl KeepaliveStream {
 
     /// The policy this stream was set up with, if deadpeer applied or verified one.
     pub fn policy(&self) -> Option<KeepalivePolicy> {
-        self.latch.meta.policy
+        self.owner.meta.policy
     }
 
     /// The latched death, if one has been seen.
     pub fn dead_peer(&self) -> Option<&DeadPeer> {
-        self.latch.latched()
+        self.owner.latched()
     }
 
     /// Reads the options back from the kernel and checks them against the stream's policy.
@@ -209,8 +208,8 @@ impl KeepaliveStream {
     /// [`Closed`](crate::liveness::State::Closed) and their pending `dead()` futures resolve to
     /// `None`.
     pub fn into_inner(self) -> TcpStream {
-        let Self { latch, io } = self;
-        latch.detach(&io);
+        let Self { owner, io } = self;
+        owner.detach(&io);
         io
     }
 
@@ -218,7 +217,7 @@ impl KeepaliveStream {
     /// as [`TcpStream::into_split`]; both halves share the latch, and dropping the write half
     /// shuts down the write side. [`OwnedReadHalf::reunite`] puts them back together.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        split::split(self.latch, self.io)
+        split::split(self.owner, self.io)
     }
 }
 
@@ -317,9 +316,9 @@ impl std::os::windows::io::AsRawSocket for KeepaliveStream {
 impl fmt::Debug for KeepaliveStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeepaliveStream")
-            .field("peer_addr", &self.latch.meta.peer_addr)
-            .field("policy", &self.latch.meta.policy.map(|p| p.to_string()))
-            .field("dead_peer", &self.latch.latched())
+            .field("peer_addr", &self.owner.meta.peer_addr)
+            .field("policy", &self.owner.meta.policy.map(|p| p.to_string()))
+            .field("dead_peer", &self.owner.latched())
             .finish()
     }
 }
@@ -327,7 +326,7 @@ impl fmt::Debug for KeepaliveStream {
 /// The end of a read, shared with [`OwnedReadHalf`]: an EOF or an error is judged (after the
 /// caller returned the latched death, if any, without reading).
 pub(crate) fn read_done(
-    latch: &Latch,
+    owner: &Owner,
     tcp: &TcpStream,
     before: usize,
     buf: &ReadBuf<'_>,
@@ -335,22 +334,22 @@ pub(crate) fn read_done(
 ) -> io::Result<()> {
     match result {
         // EOF: a FIN, or what follows a death.
-        Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => latch.on_eof(tcp),
+        Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => owner.on_eof(tcp),
         Ok(()) => Ok(()),
-        Err(e) => Err(latch.on_error(tcp, e)),
+        Err(e) => Err(owner.on_error(tcp, e)),
     }
 }
 
 /// The end of a write, flush or shutdown, shared with [`OwnedWriteHalf`].
 pub(crate) fn write_done<T>(
-    latch: &Latch,
+    owner: &Owner,
     tcp: &TcpStream,
     result: io::Result<T>,
 ) -> io::Result<T> {
-    result.map_err(|e| latch.on_error(tcp, e))
+    result.map_err(|e| owner.on_error(tcp, e))
 }
 
-/// `AsyncRead` through the latch, for a type with fields `latch` and `io` (`$tcp` reaches the
+/// `AsyncRead` through the latch, for a type with fields `owner` and `io` (`$tcp` reaches the
 /// `TcpStream`): the latched death first, then the read, with its EOF or error judged.
 macro_rules! impl_guarded_read {
     ($type:ty, $tcp:expr) => {
@@ -361,14 +360,14 @@ macro_rules! impl_guarded_read {
                 buf: &mut ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
                 let this = self.get_mut();
-                if let Some(err) = this.latch.latched_error() {
+                if let Some(err) = this.owner.latched_error() {
                     return Poll::Ready(Err(err));
                 }
                 let before = buf.filled().len();
                 let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
                 let tcp: fn(&Self) -> &TcpStream = $tcp;
                 Poll::Ready($crate::stream::read_done(
-                    &this.latch,
+                    &this.owner,
                     tcp(this),
                     before,
                     buf,
@@ -382,7 +381,7 @@ pub(crate) use impl_guarded_read;
 
 impl_guarded_read!(KeepaliveStream, |s| &s.io);
 
-/// `AsyncWrite` through the latch, for a type with fields `latch` (a `Latch`, or an `Arc` of one)
+/// `AsyncWrite` through the latch, for a type with fields `owner` (an `Owner`, or an `Arc` of one)
 /// and `io` (of type `$io`; `$tcp` reaches the `TcpStream`): the latched death first, then the
 /// write, with its error judged; a successful shutdown is recorded as the application's own.
 macro_rules! impl_guarded_write {
@@ -392,12 +391,12 @@ macro_rules! impl_guarded_write {
                 &mut self,
                 write: impl FnOnce(Pin<&mut $io>) -> Poll<io::Result<T>>,
             ) -> Poll<io::Result<T>> {
-                if let Some(err) = self.latch.latched_error() {
+                if let Some(err) = self.owner.latched_error() {
                     return Poll::Ready(Err(err));
                 }
                 let result = ready!(write(Pin::new(&mut self.io)));
                 let tcp: fn(&Self) -> &TcpStream = $tcp;
-                Poll::Ready($crate::stream::write_done(&self.latch, tcp(self), result))
+                Poll::Ready($crate::stream::write_done(&self.owner, tcp(self), result))
             }
         }
 
@@ -431,7 +430,7 @@ macro_rules! impl_guarded_write {
                 let this = self.get_mut();
                 let r = this.poll_write_with(|io| io.poll_shutdown(cx));
                 if let Poll::Ready(Ok(())) = r {
-                    this.latch.shut_down();
+                    this.owner.shut_down();
                 }
                 r
             }
