@@ -54,8 +54,9 @@ mod engine;
 pub mod error;
 pub mod kernel;
 pub mod policy;
+#[cfg(feature = "tokio")]
+mod report;
 mod sys;
-mod trace;
 
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;

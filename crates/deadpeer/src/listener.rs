@@ -10,9 +10,9 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::connections::Connections;
 use crate::policy::KeepalivePolicy;
+use crate::report::Direction;
 use crate::stream::{KeepaliveStream, apply_logged, canonical};
-use crate::trace::Direction;
-use crate::{sys, trace};
+use crate::{report, sys};
 
 const VERIFY: u8 = 0;
 const INHERIT: u8 = 1;
@@ -112,7 +112,7 @@ impl KeepaliveListener {
         } else {
             "inherit"
         };
-        trace::listener_set(local, &policy, name);
+        report::listener_set(local, &policy, name);
         Ok(Self {
             inner,
             policy,
@@ -186,7 +186,7 @@ impl KeepaliveListener {
                 }
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
-                    trace::accept_failed(self.fixed_local, &e);
+                    report::accept_failed(self.fixed_local, &e);
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
             }
@@ -204,7 +204,7 @@ impl KeepaliveListener {
             .fixed_local
             .or_else(|| stream.local_addr().ok().map(canonical));
         if policy.is_some() {
-            trace::connection_opened(Direction::Inbound);
+            report::connection_opened(Direction::Inbound);
         }
         let stream = KeepaliveStream::from_parts(stream, Some(peer), local, policy);
         if let Some(connections) = &self.connections {
@@ -217,13 +217,13 @@ impl KeepaliveListener {
     fn prepare(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<Option<KeepalivePolicy>> {
         match self.mode.load(Ordering::Relaxed) {
             INHERIT => {
-                trace::keepalive_applied(Some(peer), &self.policy, true);
+                report::keepalive_applied(Some(peer), &self.policy, true);
                 Ok(Some(self.policy))
             }
             VERIFY => {
                 if sys::inspect(stream).is_ok_and(|got| got.matches(self.policy)) {
                     self.mode.store(INHERIT, Ordering::Relaxed);
-                    trace::keepalive_applied(Some(peer), &self.policy, true);
+                    report::keepalive_applied(Some(peer), &self.policy, true);
                     Ok(Some(self.policy))
                 } else if self
                     .queued
@@ -235,8 +235,8 @@ impl KeepaliveListener {
                     apply_logged(stream, self.policy, Some(peer), self.strict)
                 } else {
                     self.mode.store(PER_SOCKET, Ordering::Relaxed);
-                    trace::not_inherited(self.inner.local_addr().ok(), &self.policy);
-                    trace::listener_set(self.inner.local_addr().ok(), &self.policy, "per_socket");
+                    report::not_inherited(self.inner.local_addr().ok(), &self.policy);
+                    report::listener_set(self.inner.local_addr().ok(), &self.policy, "per_socket");
                     apply_logged(stream, self.policy, Some(peer), self.strict)
                 }
             }

@@ -57,8 +57,8 @@ pub use tokio_rustls;
 
 use crate::listener::{KeepaliveListener, is_connection_error};
 use crate::policy::KeepalivePolicy;
+use crate::report;
 use crate::stream::KeepaliveStream;
-use crate::trace;
 
 /// A server-side TLS connection over a [`KeepaliveStream`], as [`TlsListener`] accepts it.
 ///
@@ -269,7 +269,7 @@ impl TlsListener {
                         }
                         Err(e) if is_connection_error(&e) => {}
                         Err(e) => {
-                            trace::accept_failed(listener.local_addr().ok(), &e);
+                            report::accept_failed(listener.local_addr().ok(), &e);
                             *backoff = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
                         }
                     }
@@ -330,7 +330,7 @@ async fn handshake(
     match result {
         Ok(tls) => Some((tls, peer)),
         Err(e) => {
-            trace::tls_handshake_failed(Some(peer), &e);
+            report::tls_handshake_failed(Some(peer), &e);
             None
         }
     }

@@ -8,8 +8,8 @@ use super::waiters::Waiters;
 use super::{Meta, Observer, classify, recent};
 use crate::error::{Cause, DeadPeer, Details};
 use crate::liveness::State;
+use crate::report;
 use crate::sys::{self, OnError, Report, TcpInfo, WatchedFd};
-use crate::trace as report;
 
 /// The latch of one connection: whichever observer sees the death first classifies it here,
 /// and every other observer gets that same [`DeadPeer`].
@@ -71,7 +71,7 @@ impl Latch {
                 return;
             }
             let target: Weak<dyn OnError> = Arc::downgrade(&(Arc::clone(self) as Arc<dyn OnError>));
-            inner.socket.watch(socket, target)
+            inner.socket.watch(socket, target, report::reaper_replaced)
         };
         // Reported with the lock released.
         match result {

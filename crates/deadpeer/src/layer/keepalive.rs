@@ -10,7 +10,7 @@ use tower_service::Service;
 use super::{BoxError, KeepaliveIo, Settings};
 use crate::connections::Connections;
 use crate::policy::KeepalivePolicy;
-use crate::trace::Direction;
+use crate::report::Direction;
 
 /// Applies a [`KeepalivePolicy`] to every connection a connector makes, and wraps each one so a
 /// dead server surfaces as a [`DeadPeer`](crate::DeadPeer).

@@ -58,8 +58,8 @@ pub use self::keepalive::{Keepalive, KeepaliveLayer};
 pub use self::reap::{Reap, ReapLayer};
 use crate::liveness::Liveness;
 use crate::policy::KeepalivePolicy;
+use crate::report::{self, Direction};
 use crate::stream::{KeepaliveStream, addrs, apply_logged};
-use crate::trace::{self, Direction};
 
 /// The error type of the layers: the inner service's error or a [`DeadPeer`](crate::DeadPeer),
 /// boxed, as tower-http does. Recover the `DeadPeer` with [`DeadPeer::find`](crate::DeadPeer::find).
@@ -119,13 +119,13 @@ mod sealed {
         pub(crate) fn wrap(&self, tcp: TcpStream) -> io::Result<KeepaliveStream> {
             let (peer, local) = addrs(&tcp);
             let policy = if self.inherited {
-                trace::keepalive_applied(peer, &self.policy, true);
+                report::keepalive_applied(peer, &self.policy, true);
                 Some(self.policy)
             } else {
                 apply_logged(&tcp, self.policy, peer, self.strict)?
             };
             if policy.is_some() {
-                trace::connection_opened(self.direction);
+                report::connection_opened(self.direction);
             }
             Ok(KeepaliveStream::from_parts(tcp, peer, local, policy))
         }

@@ -11,7 +11,7 @@ use super::{BoxError, KeepaliveIo, Settings};
 use crate::connections::Connections;
 use crate::liveness::Dead;
 use crate::policy::KeepalivePolicy;
-use crate::trace::Direction;
+use crate::report::Direction;
 
 /// Reaps per-connection services whose client died.
 ///

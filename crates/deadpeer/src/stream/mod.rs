@@ -17,7 +17,7 @@ use crate::engine::{Meta, Owner};
 use crate::liveness::Liveness;
 use crate::policy::KeepalivePolicy;
 use crate::sys::{self, SocketKeepalive, TcpInfo};
-use crate::{DeadPeer, trace};
+use crate::{DeadPeer, report};
 
 /// A TCP connection under a keepalive policy, whose dead peer surfaces as a [`DeadPeer`].
 ///
@@ -72,7 +72,7 @@ impl KeepaliveStream {
         let closed = check_connected(&io)?;
         sys::apply(&io, policy)?;
         let (peer, local) = addrs(&io);
-        trace::keepalive_applied(peer, &policy, false);
+        report::keepalive_applied(peer, &policy, false);
         Ok(Self::from_parts(io, peer, local, Some(policy)).judged_at_wrap(closed))
     }
 
@@ -108,7 +108,7 @@ impl KeepaliveStream {
             static WARNED: std::sync::atomic::AtomicBool =
                 std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                trace::keepalive_off(peer);
+                report::keepalive_off(peer);
             }
         }
         Ok(Self::from_parts(io, peer, local, None).judged_at_wrap(closed))
@@ -129,7 +129,7 @@ impl KeepaliveStream {
         policy: Option<KeepalivePolicy>,
     ) -> Self {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        trace::platform_limits();
+        report::platform_limits();
         Self {
             owner: Owner::new(Meta::new(peer, local, policy)),
             io,
@@ -513,8 +513,8 @@ async fn connect_one(addr: SocketAddr, policy: KeepalivePolicy) -> io::Result<Ke
         Some(canonical(addr)),
         stream.local_addr().ok().map(canonical),
     );
-    trace::keepalive_applied(peer, &policy, false);
-    trace::connection_opened(trace::Direction::Outbound);
+    report::keepalive_applied(peer, &policy, false);
+    report::connection_opened(report::Direction::Outbound);
     Ok(KeepaliveStream::from_parts(
         stream,
         peer,
@@ -554,11 +554,11 @@ pub(crate) fn apply_logged(
 ) -> io::Result<Option<KeepalivePolicy>> {
     match sys::apply(tcp, policy) {
         Ok(()) => {
-            trace::keepalive_applied(peer, &policy, false);
+            report::keepalive_applied(peer, &policy, false);
             Ok(Some(policy))
         }
         Err(e) => {
-            trace::apply_failed(peer, &e);
+            report::apply_failed(peer, &e);
             if strict { Err(e) } else { Ok(None) }
         }
     }

@@ -25,6 +25,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 /// metrics), made once no verdict waits behind it.
 pub(crate) type Report = Box<dyn FnOnce() + Send>;
 
+/// What the reaper calls from a thread that died (a panic in deadpeer's own code), once a new
+/// thread took over (`None`) or with why none could be started: the engine hands the reporting
+/// down this way, so that `sys` never names it.
+pub(crate) type OnReplaced = fn(Option<&io::Error>);
+
 /// Told when the kernel reports an error or hang-up on a watched socket.
 pub(crate) trait OnError: Send + Sync {
     /// Runs on the reaper thread. It must be quick and must not block on I/O: latch the verdict,
@@ -61,7 +66,8 @@ impl Default for WatchedFd {
 
 impl WatchedFd {
     /// Registers `fd` with the reaper, so that `target` hears about errors on it. Does nothing if
-    /// already watching.
+    /// already watching. `on_replaced` is kept by the reaper when this call creates it (the
+    /// engine always passes the same function).
     ///
     /// # Errors
     ///
@@ -71,11 +77,12 @@ impl WatchedFd {
         &mut self,
         fd: BorrowedFd<'_>,
         target: Weak<dyn OnError>,
+        on_replaced: OnReplaced,
     ) -> io::Result<()> {
         if self.fd >= 0 {
             return Ok(());
         }
-        let reaper = reaper()?;
+        let reaper = reaper(on_replaced)?;
         reaper.ensure_thread()?;
         let key = reaper.table().insert(target);
         if let Err(e) = reaper.ctl(libc::EPOLL_CTL_ADD, fd, key) {
@@ -132,6 +139,7 @@ struct Reaper {
     epoll: OwnedFd,
     table: Mutex<Table>,
     running: AtomicBool,
+    on_replaced: OnReplaced,
 }
 
 /// Set once an epoll instance could be had. A failure is not kept: the next watch tries again.
@@ -139,7 +147,7 @@ static REAPER: OnceLock<Reaper> = OnceLock::new();
 /// Serialises starting the epoll instance and the thread.
 static STARTING: Mutex<()> = Mutex::new(());
 
-fn reaper() -> io::Result<&'static Reaper> {
+fn reaper(on_replaced: OnReplaced) -> io::Result<&'static Reaper> {
     if let Some(reaper) = REAPER.get() {
         return Ok(reaper);
     }
@@ -160,6 +168,7 @@ fn reaper() -> io::Result<&'static Reaper> {
         epoll,
         table: Mutex::new(Table::default()),
         running: AtomicBool::new(false),
+        on_replaced,
     }))
 }
 
@@ -221,7 +230,7 @@ impl Drop for Running {
         if std::thread::panicking() {
             let replaced = reaper.ensure_thread();
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                crate::trace::reaper_replaced(replaced.as_ref().err());
+                (reaper.on_replaced)(replaced.as_ref().err());
             }));
         }
     }
@@ -335,6 +344,9 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::{Duration, Instant};
 
+    /// The tests here report nothing when a thread is replaced.
+    const NO_REPORT: OnReplaced = |_| {};
+
     /// Makes the reaper thread panic outside every callout, once, after its next batch.
     pub(super) static DIE_NEXT: AtomicBool = AtomicBool::new(false);
 
@@ -379,11 +391,13 @@ mod tests {
         w1.watch(
             c1.as_fd(),
             Arc::downgrade(&(first.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         w2.watch(
             c2.as_fd(),
             Arc::downgrade(&(second.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         // The thread names itself when it first runs, a moment after the spawn returned.
@@ -441,7 +455,7 @@ mod tests {
         let count = Arc::new(Count::default());
         let weak: Weak<dyn OnError> = Arc::downgrade(&(count.clone() as Arc<dyn OnError>));
         let mut w = WatchedFd::default();
-        w.watch(client.as_fd(), weak).unwrap();
+        w.watch(client.as_fd(), weak, NO_REPORT).unwrap();
         server.write_all(b"data").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(count.0.load(Ordering::SeqCst), 0, "data woke the reaper");
@@ -469,6 +483,7 @@ mod tests {
         w.watch(
             client.as_fd(),
             Arc::downgrade(&(first.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         let raw = client.as_raw_fd();
@@ -483,6 +498,7 @@ mod tests {
         w2.watch(
             client2.as_fd(),
             Arc::downgrade(&(second.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         socket2::SockRef::from(&server2)

@@ -8,6 +8,9 @@ use std::sync::Weak;
 /// What would follow a latched death on the reaper thread (never, here).
 pub(crate) type Report = Box<dyn FnOnce() + Send>;
 
+/// What the reaper would call from a thread that died (never, here).
+pub(crate) type OnReplaced = fn(Option<&io::Error>);
+
 /// Told when the kernel reports an error on a watched socket (never, here).
 pub(crate) trait OnError: Send + Sync {
     #[allow(dead_code)]
@@ -23,6 +26,7 @@ impl WatchedFd {
         &mut self,
         _fd: super::Borrowed<'_>,
         _target: Weak<dyn OnError>,
+        _on_replaced: OnReplaced,
     ) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
