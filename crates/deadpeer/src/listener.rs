@@ -170,29 +170,40 @@ impl KeepaliveListener {
             .map(|r| r.and_then(|(stream, peer)| self.finish_accept(stream, peer)))
     }
 
-    /// Accepts the next connection whatever happens, as a server loop (axum's `serve`) wants:
-    /// a connection refused by strict mode is dropped (its WARN was logged) and the next one is
-    /// accepted at once; a connection error (`ECONNABORTED`, `ECONNRESET`, `ECONNREFUSED`) is
-    /// skipped; any other accept error (such as `EMFILE`) is logged at ERROR and retried after a
-    /// second, as axum does for `tokio::net::TcpListener`.
-    #[cfg(feature = "axum")]
-    pub(crate) async fn accept_forever(&self) -> (KeepaliveStream, SocketAddr) {
+    /// Polls for the next connection whatever happens, as a server loop (axum's `serve`,
+    /// `TlsListener`) wants: a connection refused by strict mode is dropped (its WARN was logged)
+    /// and the next one is accepted at once; a connection error (`ECONNABORTED`, `ECONNRESET`,
+    /// `ECONNREFUSED`) is skipped; any other accept error (such as `EMFILE`) is logged at ERROR
+    /// and retried after a second (`backoff`, the caller's to keep between polls), as axum does
+    /// for `tokio::net::TcpListener`. The one accept-and-retry loop of the server integrations.
+    #[cfg(any(feature = "axum", feature = "rustls"))]
+    pub(crate) fn poll_accept_serving(
+        &self,
+        backoff: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<(KeepaliveStream, SocketAddr)> {
         loop {
-            match self.inner.accept().await {
+            if let Some(sleep) = backoff {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                *backoff = None;
+            }
+            match std::task::ready!(self.inner.poll_accept(cx)) {
                 Ok((stream, peer)) => {
                     if let Ok(conn) = self.finish_accept(stream, peer) {
-                        return conn;
+                        return Poll::Ready(conn);
                     }
                 }
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
-                    report::accept_failed(self.fixed_local, &e);
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    report::accept_failed(self.inner.local_addr().ok(), &e);
+                    let sleep = tokio::time::sleep(std::time::Duration::from_secs(1));
+                    *backoff = Some(Box::pin(sleep));
                 }
             }
         }
     }
 
+    /// Puts an accepted connection under the policy, and tracks it if asked.
     pub(crate) fn finish_accept(
         &self,
         stream: TcpStream,
@@ -277,53 +288,17 @@ impl KeepaliveListener {
     pub fn into_inner(self) -> TcpListener {
         self.inner
     }
-
-    /// The accepted connections as a `Stream`, for tonic's `serve_with_incoming`.
-    #[cfg(feature = "tonic")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-    pub fn incoming(self) -> Incoming {
-        Incoming {
-            listener: self,
-            registry: Default::default(),
-        }
-    }
 }
 
 /// An error of one connection, not of the listener: the next accept may well succeed.
 #[cfg(any(feature = "axum", feature = "rustls"))]
-pub(crate) fn is_connection_error(e: &io::Error) -> bool {
+fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// The accepted connections of a [`KeepaliveListener`], as a `Stream` for
-/// `tonic::transport::Server::serve_with_incoming`; from [`KeepaliveListener::incoming`].
-#[cfg(feature = "tonic")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-#[derive(Debug)]
-#[must_use = "streams do nothing unless polled"]
-pub struct Incoming {
-    listener: KeepaliveListener,
-    /// The connections yielded, for `Incoming::liveness_layer` (in `deadpeer::tonic`).
-    pub(crate) registry: crate::tonic::Registry,
-}
-
-#[cfg(feature = "tonic")]
-impl futures_core::Stream for Incoming {
-    type Item = io::Result<KeepaliveStream>;
-
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(stream, _)| {
-                self.registry.register(&stream);
-                stream
-            }))
-        })
-    }
 }
 
 #[cfg(test)]

@@ -149,6 +149,32 @@ impl fmt::Debug for Liveness {
     }
 }
 
+/// A connection whose [`Liveness`] deadpeer can give, however it is wrapped: what axum's and
+/// tonic's integrations and the layers take. Sealed.
+///
+/// | connection | feature |
+/// |---|---|
+/// | [`KeepaliveStream`](crate::KeepaliveStream) | `tokio` |
+/// | [`tls::TlsStream`](crate::tls::TlsStream) (TLS over a `KeepaliveStream`) | `rustls` |
+/// | `hyper_util::rt::TokioIo<T>` for any `T` here | `hyper` |
+pub trait AsLiveness: sealed::Sealed {
+    /// The connection's [`Liveness`]; the first call starts watching it (see
+    /// [`KeepaliveStream::liveness`](crate::KeepaliveStream::liveness)).
+    fn liveness(&self) -> Liveness;
+}
+
+impl AsLiveness for crate::KeepaliveStream {
+    fn liveness(&self) -> Liveness {
+        crate::KeepaliveStream::liveness(self)
+    }
+}
+
+pub(crate) mod sealed {
+    /// Seals [`AsLiveness`](super::AsLiveness): implemented next to each connection type.
+    pub trait Sealed {}
+    impl Sealed for crate::KeepaliveStream {}
+}
+
 /// The future returned by [`Liveness::dead`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Dead {

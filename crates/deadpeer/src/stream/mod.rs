@@ -441,16 +441,6 @@ pub(crate) use impl_guarded_write;
 
 impl_guarded_write!(KeepaliveStream, TcpStream, |s| &s.io);
 
-/// hyper-util's `Connection` (feature `hyper`), so `TokioIo<KeepaliveStream>` is a connection of
-/// hyper-util's `Client`, as `TokioIo<TcpStream>` is.
-#[cfg(feature = "hyper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-impl hyper_util::client::legacy::connect::Connection for KeepaliveStream {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.io.connected()
-    }
-}
-
 /// Connects to `addr` with `policy` applied before the SYN.
 ///
 /// The policy is set on a [`TcpSocket`] before `connect`, so it covers the handshake and the
