@@ -1,7 +1,7 @@
 //! The only code that touches socket options, `TCP_INFO` and `cfg(target_os)`.
 //!
 //! Portable work goes through [socket2](https://docs.rs/socket2). The FFI is `getsockopt(TCP_INFO)`
-//! in [`tcp_info`] and the error-only epoll of the reaper in `watch`. Each function documents
+//! in [`tcp_info`] and the error-only epoll of the reaper in `watch` (`watch/epoll.rs`). Each function documents
 //! which socket options it sets or reads on which OS.
 
 use std::io;
@@ -24,13 +24,7 @@ pub(crate) use imp::borrow;
 #[cfg(feature = "tokio")]
 pub(crate) use imp::{Borrowed, coarse_now};
 
-#[cfg(all(feature = "tokio", any(target_os = "linux", target_os = "android")))]
-mod watch;
-#[cfg(all(
-    feature = "tokio",
-    not(any(target_os = "linux", target_os = "android"))
-))]
-#[path = "watch_none.rs"]
+#[cfg(feature = "tokio")]
 mod watch;
 #[cfg(feature = "tokio")]
 pub(crate) use watch::{OnError, Report, WatchedFd};

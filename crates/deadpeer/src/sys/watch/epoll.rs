@@ -21,22 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-/// What the reaper does after a death is latched and its waiters woken: the report (events,
-/// metrics), made once no verdict waits behind it.
-pub(crate) type Report = Box<dyn FnOnce() + Send>;
-
-/// What the reaper calls from a thread that died (a panic in deadpeer's own code), once a new
-/// thread took over (`None`) or with why none could be started: the engine hands the reporting
-/// down this way, so that `sys` never names it.
-pub(crate) type OnReplaced = fn(Option<&io::Error>);
-
-/// Told when the kernel reports an error or hang-up on a watched socket.
-pub(crate) trait OnError: Send + Sync {
-    /// Runs on the reaper thread. It must be quick and must not block on I/O: latch the verdict,
-    /// wake the waiters, and return the report to make later, if any. It runs no code from
-    /// outside deadpeer but wakers, and the reaper survives a panic in it.
-    fn on_error(&self) -> Option<Report>;
-}
+use super::{OnError, OnReplaced, Report};
 
 /// A watched socket's descriptor, for reading its state from outside the stream that owns it.
 ///

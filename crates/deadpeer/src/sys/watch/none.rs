@@ -5,17 +5,8 @@
 use std::io;
 use std::sync::Weak;
 
-/// What would follow a latched death on the reaper thread (never, here).
-pub(crate) type Report = Box<dyn FnOnce() + Send>;
-
-/// What the reaper would call from a thread that died (never, here).
-pub(crate) type OnReplaced = fn(Option<&io::Error>);
-
-/// Told when the kernel reports an error on a watched socket (never, here).
-pub(crate) trait OnError: Send + Sync {
-    #[allow(dead_code)]
-    fn on_error(&self) -> Option<Report>;
-}
+use super::{OnError, OnReplaced};
+use crate::sys::Borrowed;
 
 /// Never watching.
 #[derive(Debug, Default)]
@@ -24,7 +15,7 @@ pub(crate) struct WatchedFd;
 impl WatchedFd {
     pub(crate) fn watch(
         &mut self,
-        _fd: super::Borrowed<'_>,
+        _fd: Borrowed<'_>,
         _target: Weak<dyn OnError>,
         _on_replaced: OnReplaced,
     ) -> io::Result<()> {
@@ -39,9 +30,9 @@ impl WatchedFd {
         false
     }
 
-    pub(crate) fn with<R>(&self, _f: impl FnOnce(super::Borrowed<'_>) -> R) -> Option<R> {
+    pub(crate) fn with<R>(&self, _f: impl FnOnce(Borrowed<'_>) -> R) -> Option<R> {
         None
     }
 
-    pub(crate) fn release(&mut self, _open: Option<super::Borrowed<'_>>) {}
+    pub(crate) fn release(&mut self, _open: Option<Borrowed<'_>>) {}
 }
