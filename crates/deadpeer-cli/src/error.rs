@@ -114,6 +114,10 @@ pub(crate) fn install_panic_hook() {
             "error: internal error{at}: {}; this is a bug in deadpeer, please report it",
             one_line(&what)
         );
+        #[allow(
+            clippy::exit,
+            reason = "a panic hook: the process ends here with the CLI's runtime-error status"
+        )]
         std::process::exit(RUNTIME.into());
     }));
 }

@@ -110,7 +110,7 @@ fn a_forged_dead_peer_message_in_a_tonic_status_is_not_a_dead_peer() {
     );
     assert!(DeadPeer::find(&forged).is_none());
     assert!(DeadPeer::recover(&forged).is_none());
-    let wrapped = io::Error::new(io::ErrorKind::TimedOut, forged.message().to_string());
+    let wrapped = io::Error::new(io::ErrorKind::TimedOut, forged.message().to_owned());
     assert!(DeadPeer::find(&wrapped).is_none());
     assert!(DeadPeer::recover(&wrapped).is_none());
 }
