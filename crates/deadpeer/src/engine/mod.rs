@@ -7,6 +7,32 @@
 //! | `waiters.rs` | the wakers of pending `Dead` futures |
 //! | `classify.rs` | errno + `TCP_INFO` → [`Cause`](crate::Cause) (built without `tokio` too) |
 //! | `recent.rs` | the last deaths latched, for `DeadPeer::recover` (built without `tokio` too) |
+//!
+//! # Architecture: one death, through the modules
+//!
+//! Data flows one way: `policy` → `sys` → `engine` → `stream`/`liveness`/`listener` →
+//! `report`, with the integrations (`axum`, `tonic`, `hyper`, `tls`, `reqwest`, `layer`) at the
+//! edge. The core names no integration; `sys` names nothing above it (the reaper reports its
+//! own failures through a function the engine hands it); `report` calls back into nothing.
+//!
+//! 1. **Set up.** `listener.rs` or `stream::connect` applies the `KeepalivePolicy`
+//!    (`sys::apply`); the [`KeepaliveStream`](crate::KeepaliveStream) holds an [`Owner`] with the
+//!    connection's [`Meta`]. No allocation yet.
+//! 2. **Watch.** `liveness()` (or a layer, axum, tonic, through
+//!    [`AsLiveness`](crate::liveness::AsLiveness)) makes the [`Latch`] and registers the socket's
+//!    own descriptor with the reaper (`sys/watch/epoll.rs`: one error-only epoll instance and
+//!    thread per process), handing it `report::reaper_replaced` for its own failures.
+//! 3. **The kernel kills the connection.** Either the reaper gets `EPOLLERR` and calls
+//!    `OnError::on_error` on the `Latch`, or a read or write sees the errno or the EOF and calls
+//!    `Owner::on_error`/`on_eof` → `Latch::verdict`. Both end in `Latch::judge`, under the
+//!    connection's lock: `TCP_INFO` and `SO_ERROR` (`sys`) → `classify` → a
+//!    [`DeadPeer`](crate::DeadPeer), latched once, remembered in `recent`, its waiters taken out.
+//! 4. **Wake, then report.** With the lock released the waiters are woken (`Liveness::dead()`
+//!    resolves), and only then `report::dead_peer_detected` emits the WARN event
+//!    (`report/events.rs`) and counts the death (`report/metrics.rs`); on the reaper thread that
+//!    report waits until no verdict is pending, and each callout is isolated.
+//! 5. **Every observer agrees.** Later reads and writes return the latched death
+//!    (`Owner::latched_error`), as do `Liveness::state` and every `dead()`.
 
 pub(crate) mod classify;
 pub(crate) mod recent;
@@ -22,6 +48,8 @@ mod waiters;
 pub(crate) use self::latch::Latch;
 #[cfg(feature = "tokio")]
 pub(crate) use self::owner::Owner;
+#[cfg(feature = "tokio")]
+use crate::KeepalivePolicy;
 
 /// What a death report says about its connection, captured when the stream is wrapped.
 #[cfg(feature = "tokio")]
@@ -29,7 +57,7 @@ pub(crate) use self::owner::Owner;
 pub(crate) struct Meta {
     pub(crate) peer_addr: Option<std::net::SocketAddr>,
     pub(crate) local_addr: Option<std::net::SocketAddr>,
-    pub(crate) policy: Option<crate::KeepalivePolicy>,
+    pub(crate) policy: Option<KeepalivePolicy>,
     /// When the stream was wrapped: milliseconds on the coarse clock (`sys::coarse_now`).
     pub(crate) since_ms: u64,
 }
@@ -39,7 +67,7 @@ impl Meta {
     pub(crate) fn new(
         peer_addr: Option<std::net::SocketAddr>,
         local_addr: Option<std::net::SocketAddr>,
-        policy: Option<crate::KeepalivePolicy>,
+        policy: Option<KeepalivePolicy>,
     ) -> Self {
         Self {
             peer_addr,
