@@ -21,6 +21,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
+use super::table::Table;
 use super::{OnError, OnReplaced, Report};
 
 /// A watched socket's descriptor, for reading its state from outside the stream that owns it.
@@ -30,11 +31,10 @@ use super::{OnError, OnReplaced, Report};
 /// While it holds a descriptor, that descriptor is open and is the watched socket: the owner (a
 /// `KeepaliveStream`) calls [`release`](Self::release) before it can close the socket, and all
 /// access goes through `&self`/`&mut self` behind the owner's mutex, so no use overlaps the
-/// release. `KeepaliveStream` upholds this by dropping its latch (which releases) before its
-/// I/O object (field order), by releasing in `into_inner` before giving the I/O object away, and
-/// by never handing out `&mut` access to the I/O object (which could replace the socket).
-/// `AsTcpStream` is sealed, so every implementation returns a socket its value owns for its
-/// whole life.
+/// release. `KeepaliveStream` (and its split halves) upholds this by dropping its
+/// `engine::Owner` (which releases) before its I/O object (field order), by releasing in
+/// `into_inner` before giving the I/O object away, and by never handing out `&mut` access to the
+/// I/O object (which could replace the socket).
 #[derive(Debug)]
 pub(crate) struct WatchedFd {
     /// -1 when not watching.
@@ -266,61 +266,6 @@ fn run(epoll: RawFd) {
     }
 }
 
-/// Watchers by slot; a key is `generation << 32 | index`, so a freed and reused slot never gets
-/// an event meant for its previous occupant.
-#[derive(Default)]
-struct Table {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-}
-
-struct Slot {
-    generation: u32,
-    target: Option<Weak<dyn OnError>>,
-}
-
-impl Table {
-    fn insert(&mut self, target: Weak<dyn OnError>) -> u64 {
-        self.live += 1;
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    target: None,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.slots[index as usize];
-        slot.target = Some(target);
-        u64::from(slot.generation) << 32 | u64::from(index)
-    }
-
-    fn get(&self, key: u64) -> Option<Arc<dyn OnError>> {
-        let slot = self.slots.get((key & 0xffff_ffff) as usize)?;
-        if u64::from(slot.generation) != key >> 32 {
-            return None;
-        }
-        slot.target.as_ref()?.upgrade()
-    }
-
-    fn remove(&mut self, key: u64) {
-        let index = (key & 0xffff_ffff) as u32;
-        let Some(slot) = self.slots.get_mut(index as usize) else {
-            return;
-        };
-        if u64::from(slot.generation) != key >> 32 || slot.target.is_none() {
-            return;
-        }
-        slot.target = None;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index);
-        self.live -= 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,20 +442,5 @@ mod tests {
             "fd {raw} reused: old watcher reached"
         );
         w2.release(Some(client2.as_fd()));
-    }
-
-    #[test]
-    fn keys_carry_generations() {
-        let mut t = Table::default();
-        let target: Arc<dyn OnError> = Arc::new(Count::default());
-        let a = t.insert(Arc::downgrade(&target));
-        t.remove(a);
-        let b = t.insert(Arc::downgrade(&target));
-        assert_eq!(a & 0xffff_ffff, b & 0xffff_ffff, "slot reused");
-        assert!(t.get(a).is_none(), "stale key reached the new occupant");
-        assert!(t.get(b).is_some());
-        t.remove(a);
-        assert!(t.get(b).is_some(), "a stale remove freed the new occupant");
-        assert_eq!(t.live, 1);
     }
 }

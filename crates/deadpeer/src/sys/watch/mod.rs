@@ -8,6 +8,8 @@ use std::io;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod epoll;
 #[cfg(any(target_os = "linux", target_os = "android"))]
+mod table;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) use self::epoll::WatchedFd;
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
