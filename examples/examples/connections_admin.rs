@@ -73,7 +73,7 @@ async fn get_from(netns: &Netns, addr: SocketAddr, path: &str) -> std::io::Resul
     stream.read_to_string(&mut response).await?;
     Ok(response
         .split_once("\r\n\r\n")
-        .map_or(response.clone(), |(_, body)| body.to_string()))
+        .map_or(response.clone(), |(_, body)| body.to_owned()))
 }
 
 #[tokio::main]

@@ -218,10 +218,9 @@ async fn demo(lab: &Lab, policy: KeepalivePolicy, tl: &mut Timeline<'_>) -> Resu
                 "with the kernel default this zombie would live {} (and forever with keepalive off, Linux's default)",
                 human(default.detection_bound())
             ),
-            Scenario::DataInFlight => format!(
-                "without a user timeout the kernel would retransmit for {}",
-                kernel_default
-            ),
+            Scenario::DataInFlight => {
+                format!("without a user timeout the kernel would retransmit for {kernel_default}")
+            }
             Scenario::Rebooted => format!(
                 "with the kernel default the first probe, and so the reset, would come after {}",
                 human(default.idle())

@@ -117,6 +117,10 @@ pub(crate) fn install_panic_hook() {
         // `deadpeer watch`'s tracing instance must not outlive it.
         #[cfg(target_os = "linux")]
         crate::watch::cleanup();
+        #[allow(
+            clippy::exit,
+            reason = "a panic hook: the process ends here with the CLI's runtime-error status"
+        )]
         std::process::exit(RUNTIME.into());
     }));
 }

@@ -59,17 +59,17 @@ impl Visit for Visitor<'_> {
         if field.name() == "message" {
             self.0.message = v;
         } else {
-            self.0.fields.insert(field.name().to_string(), v);
+            self.0.fields.insert(field.name().to_owned(), v);
         }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.0.message = value.to_string();
+            self.0.message = value.to_owned();
         } else {
             self.0
                 .fields
-                .insert(field.name().to_string(), value.to_string());
+                .insert(field.name().to_owned(), value.to_owned());
         }
     }
 }
@@ -81,7 +81,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
         let meta = event.metadata();
         let mut e = Event {
             level: *meta.level(),
-            target: meta.target().to_string(),
+            target: meta.target().to_owned(),
             message: String::new(),
             fields: BTreeMap::new(),
         };

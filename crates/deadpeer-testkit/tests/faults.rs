@@ -311,7 +311,7 @@ fn blocking_read(sock: &mut std::net::TcpStream, limit: Duration) -> io::Result<
         }
         sock.set_read_timeout(Some(left))?;
         match sock.read(&mut [0u8; 8]) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
     }

@@ -328,7 +328,7 @@ fn main() {
         for s in samples {
             let c = s
                 .deadpeer_cause
-                .map_or("none".to_string(), |c| c.as_str().to_string());
+                .map_or("none".to_owned(), |c| c.as_str().to_owned());
             *causes.entry(c).or_default() += 1;
         }
         let mut dp_errnos: BTreeMap<String, usize> = BTreeMap::new();

@@ -401,7 +401,7 @@ fn idle(want: usize, secs: u64) {
     let line = |r: &mut BufReader<std::process::ChildStdout>| {
         let mut s = String::new();
         r.read_line(&mut s).expect("read shard");
-        s.trim().to_string()
+        s.trim().to_owned()
     };
     let start = Instant::now();
     let mut servers = Vec::new();
@@ -529,6 +529,10 @@ fn server_shard() {
     let mut rest = String::new();
     while stdin.read_line(&mut rest).map(|n| n > 0).unwrap_or(false) {}
     // Exit without tearing down 'held' one by one: the kernel closes everything.
+    #[allow(
+        clippy::exit,
+        reason = "a child process of the benchmark; teardown is the kernel's"
+    )]
     std::process::exit(0);
 }
 
@@ -552,6 +556,10 @@ fn client_shard() {
     println!("READY");
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
+    #[allow(
+        clippy::exit,
+        reason = "a child process of the benchmark; teardown is the kernel's"
+    )]
     std::process::exit(0);
 }
 

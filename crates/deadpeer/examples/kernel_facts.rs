@@ -329,7 +329,7 @@ fn case(name: &str) -> String {
             let start = Instant::now();
             lab.blackhole().unwrap();
             let line = watch(name, &client, start, Duration::from_secs(40));
-            line.lines().next().unwrap().to_string()
+            line.lines().next().unwrap().to_owned()
         }
         other => format!("unknown case {other}"),
     }

@@ -13,7 +13,7 @@ use axum::serve::{IncomingStream, Listener};
 use tower_service::Service;
 
 use crate::listener::KeepaliveListener;
-use crate::liveness::Liveness;
+use crate::liveness::{AsLiveness, Liveness};
 use crate::stream::KeepaliveStream;
 
 /// `axum::serve(listener, app)` accepts through deadpeer: every connection runs under the policy,
@@ -29,7 +29,8 @@ impl Listener for KeepaliveListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        self.accept_forever().await
+        let mut backoff = None;
+        std::future::poll_fn(|cx| self.poll_accept_serving(&mut backoff, cx)).await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -67,27 +68,6 @@ impl Connected<IncomingStream<'_, KeepaliveListener>> for Liveness {
 impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Liveness {
     fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
         stream.io().get_ref().0.liveness()
-    }
-}
-
-/// A connection an axum listener of deadpeer's accepts, whose [`Liveness`] it can give: a
-/// [`KeepaliveStream`] ([`KeepaliveListener`]) or, with the `rustls` feature, a
-/// [`tls::TlsStream`](crate::tls::TlsStream) ([`TlsListener`](crate::tls::TlsListener)). Sealed.
-pub trait LivenessIo: sealed::SealedIo {
-    /// The connection's [`Liveness`]; the first call starts watching it.
-    fn liveness(&self) -> Liveness;
-}
-
-impl LivenessIo for KeepaliveStream {
-    fn liveness(&self) -> Liveness {
-        KeepaliveStream::liveness(self)
-    }
-}
-
-#[cfg(feature = "rustls")]
-impl LivenessIo for crate::tls::TlsStream {
-    fn liveness(&self) -> Liveness {
-        self.get_ref().0.liveness()
     }
 }
 
@@ -133,11 +113,6 @@ impl<S: Clone + Send + Sync + 'static> RouterExt for axum::Router<S> {
 mod sealed {
     pub trait Sealed {}
     impl<S> Sealed for axum::Router<S> {}
-
-    pub trait SealedIo {}
-    impl SealedIo for crate::KeepaliveStream {}
-    #[cfg(feature = "rustls")]
-    impl SealedIo for crate::tls::TlsStream {}
 }
 
 /// The make-service of [`RouterExt::into_make_service_with_liveness`].
@@ -149,7 +124,7 @@ pub struct IntoMakeServiceWithLiveness<A> {
 impl<'a, L, A> Service<IncomingStream<'a, L>> for IntoMakeServiceWithLiveness<A>
 where
     L: Listener<Addr = SocketAddr>,
-    L::Io: LivenessIo,
+    L::Io: AsLiveness,
     A: Clone,
 {
     type Response = AddConnectInfo<A>;

@@ -35,10 +35,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use crate::engine::Latch;
 use crate::error::DeadPeer;
-use crate::liveness::{Liveness, Shared};
+use crate::liveness::Liveness;
 use crate::policy::KeepalivePolicy;
-use crate::sys::{self, TcpInfo};
+use crate::sys::TcpInfo;
 
 /// A registry of live connections, shared by the listeners and layers that
 /// [track](crate::KeepaliveListener::track) into it; cloning it gives another handle on the same
@@ -61,7 +62,7 @@ pub struct Connections {
 
 #[derive(Default)]
 struct Registry {
-    entries: Vec<Weak<Shared>>,
+    entries: Vec<Weak<Latch>>,
     /// Prune when `entries` reaches this length.
     prune_at: usize,
 }
@@ -148,11 +149,11 @@ impl Connections {
             .iter()
             .filter(|w| seen.insert(w.as_ptr()))
             .filter_map(Weak::upgrade)
-            .filter_map(|shared| shared.view())
+            .filter_map(|latch| latch.view())
             .map(|(meta, tcp_info, dead_peer)| ConnectionInfo {
                 peer_addr: meta.peer_addr,
                 local_addr: meta.local_addr,
-                age: sys::coarse_now().saturating_sub(Duration::from_millis(meta.since_ms)),
+                age: meta.age(),
                 policy: meta.policy,
                 tcp_info,
                 dead_peer,

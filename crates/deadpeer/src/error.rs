@@ -63,7 +63,7 @@ impl Cause {
     /// # }
     /// ```
     pub fn from_os_error(errno: i32, info: Option<&crate::TcpInfo>) -> Option<Cause> {
-        crate::sys::classify(errno, info)
+        crate::engine::classify::classify(errno, info)
     }
 
     /// Every cause, in declaration order.
@@ -142,42 +142,26 @@ impl fmt::Display for Cause {
 /// ```
 #[derive(Clone)]
 pub struct DeadPeer {
-    inner: Arc<Inner>,
+    inner: Arc<Details>,
 }
 
+/// What a [`DeadPeer`] says, by name: what the engine gives [`DeadPeer::new`].
 #[derive(Debug)]
-struct Inner {
-    cause: Cause,
-    peer_addr: Option<SocketAddr>,
-    local_addr: Option<SocketAddr>,
-    connected_for: Duration,
-    idle_for: Option<Duration>,
-    policy: Option<KeepalivePolicy>,
-    raw_os_error: Option<i32>,
+pub(crate) struct Details {
+    pub(crate) cause: Cause,
+    pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) connected_for: Duration,
+    pub(crate) idle_for: Option<Duration>,
+    pub(crate) policy: Option<KeepalivePolicy>,
+    pub(crate) raw_os_error: Option<i32>,
 }
 
 impl DeadPeer {
-    #[allow(clippy::too_many_arguments)]
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn new(
-        cause: Cause,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        connected_for: Duration,
-        idle_for: Option<Duration>,
-        policy: Option<KeepalivePolicy>,
-        raw_os_error: Option<i32>,
-    ) -> Self {
+    pub(crate) fn new(details: Details) -> Self {
         Self {
-            inner: Arc::new(Inner {
-                cause,
-                peer_addr,
-                local_addr,
-                connected_for,
-                idle_for,
-                policy,
-                raw_os_error,
-            }),
+            inner: Arc::new(details),
         }
     }
 
@@ -283,50 +267,17 @@ impl DeadPeer {
         }
         let mut current = Some(err);
         while let Some(e) = current {
-            if let Some(dead) = recent::lookup(&e.to_string()) {
+            if let Some(dead) = crate::engine::recent::lookup(&e.to_string()) {
                 return Some(dead);
             }
             if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-                if let Some(dead) = recent::lookup(&inner.to_string()) {
+                if let Some(dead) = crate::engine::recent::lookup(&inner.to_string()) {
                     return Some(dead);
                 }
             }
             current = e.source();
         }
         None
-    }
-}
-
-/// The last deaths this process latched, by their text, for [`DeadPeer::recover`].
-pub(crate) mod recent {
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    use super::DeadPeer;
-
-    const KEPT: usize = 256;
-
-    static RECENT: Mutex<VecDeque<DeadPeer>> = Mutex::new(VecDeque::new());
-
-    /// Remembers a death whose two ends are known (only those can be told apart).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
-    pub(crate) fn remember(dead: &DeadPeer) {
-        if dead.peer_addr().is_none() || dead.local_addr().is_none() {
-            return;
-        }
-        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == KEPT {
-            recent.pop_front();
-        }
-        recent.push_back(dead.clone());
-    }
-
-    pub(crate) fn lookup(text: &str) -> Option<DeadPeer> {
-        if !text.starts_with("dead peer ") {
-            return None;
-        }
-        let recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
-        recent.iter().rev().find(|d| d.to_string() == text).cloned()
     }
 }
 
@@ -351,7 +302,7 @@ impl fmt::Display for DeadPeer {
     /// event.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = &self.inner;
-        let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let addr = |a: Option<SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
         write!(
             f,
             "dead peer {} from {}: {}",
@@ -388,28 +339,28 @@ pub(crate) mod tests {
     use super::*;
 
     fn sample() -> DeadPeer {
-        DeadPeer::new(
-            Cause::Reset,
-            Some("10.0.0.2:80".parse().expect("addr")),
-            Some("10.0.0.1:50000".parse().expect("addr")),
-            Duration::from_secs(3),
-            Some(Duration::from_millis(1500)),
-            Some(KeepalivePolicy::FAST),
-            Some(libc::ECONNRESET),
-        )
+        DeadPeer::new(Details {
+            cause: Cause::Reset,
+            peer_addr: Some("10.0.0.2:80".parse().expect("addr")),
+            local_addr: Some("10.0.0.1:50000".parse().expect("addr")),
+            connected_for: Duration::from_secs(3),
+            idle_for: Some(Duration::from_millis(1500)),
+            policy: Some(KeepalivePolicy::FAST),
+            raw_os_error: Some(libc::ECONNRESET),
+        })
     }
 
     #[test]
     fn network_unreachable_keeps_its_kind() {
-        let dead = DeadPeer::new(
-            Cause::Unreachable,
-            None,
-            None,
-            Duration::ZERO,
-            None,
-            None,
-            Some(libc::ENETUNREACH),
-        );
+        let dead = DeadPeer::new(Details {
+            cause: Cause::Unreachable,
+            peer_addr: None,
+            local_addr: None,
+            connected_for: Duration::ZERO,
+            idle_for: None,
+            policy: None,
+            raw_os_error: Some(libc::ENETUNREACH),
+        });
         assert_eq!(
             io::Error::from(dead).kind(),
             io::ErrorKind::NetworkUnreachable
@@ -469,7 +420,7 @@ pub(crate) mod tests {
             DeadPeer::recover(&text_only).is_none(),
             "not latched here yet"
         );
-        recent::remember(&dead);
+        crate::engine::recent::remember(&dead);
         let back = DeadPeer::recover(&text_only).expect("recovered");
         assert_eq!(back.connected_for(), dead.connected_for());
         // A forged report about another connection (other local end) is not ours.

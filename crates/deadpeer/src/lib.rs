@@ -50,11 +50,13 @@ compile_error!(
      this target is neither"
 );
 
+mod engine;
 pub mod error;
 pub mod kernel;
 pub mod policy;
+#[cfg(feature = "tokio")]
+mod report;
 mod sys;
-mod trace;
 
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;
@@ -91,6 +93,8 @@ pub mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
 
+#[cfg(feature = "hyper")]
+mod hyper;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod layer;

@@ -10,9 +10,9 @@ use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 
 use crate::connections::Connections;
 use crate::policy::KeepalivePolicy;
+use crate::report::Direction;
 use crate::stream::{KeepaliveStream, apply_logged, canonical};
-use crate::trace::Direction;
-use crate::{sys, trace};
+use crate::{report, sys};
 
 const VERIFY: u8 = 0;
 const INHERIT: u8 = 1;
@@ -112,7 +112,7 @@ impl KeepaliveListener {
         } else {
             "inherit"
         };
-        trace::listener_set(local, &policy, name);
+        report::listener_set(local, &policy, name);
         Ok(Self {
             inner,
             policy,
@@ -170,29 +170,40 @@ impl KeepaliveListener {
             .map(|r| r.and_then(|(stream, peer)| self.finish_accept(stream, peer)))
     }
 
-    /// Accepts the next connection whatever happens, as a server loop (axum's `serve`) wants:
-    /// a connection refused by strict mode is dropped (its WARN was logged) and the next one is
-    /// accepted at once; a connection error (`ECONNABORTED`, `ECONNRESET`, `ECONNREFUSED`) is
-    /// skipped; any other accept error (such as `EMFILE`) is logged at ERROR and retried after a
-    /// second, as axum does for `tokio::net::TcpListener`.
-    #[cfg(feature = "axum")]
-    pub(crate) async fn accept_forever(&self) -> (KeepaliveStream, SocketAddr) {
+    /// Polls for the next connection whatever happens, as a server loop (axum's `serve`,
+    /// `TlsListener`) wants: a connection refused by strict mode is dropped (its WARN was logged)
+    /// and the next one is accepted at once; a connection error (`ECONNABORTED`, `ECONNRESET`,
+    /// `ECONNREFUSED`) is skipped; any other accept error (such as `EMFILE`) is logged at ERROR
+    /// and retried after a second (`backoff`, the caller's to keep between polls), as axum does
+    /// for `tokio::net::TcpListener`. The one accept-and-retry loop of the server integrations.
+    #[cfg(any(feature = "axum", feature = "rustls"))]
+    pub(crate) fn poll_accept_serving(
+        &self,
+        backoff: &mut Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<(KeepaliveStream, SocketAddr)> {
         loop {
-            match self.inner.accept().await {
+            if let Some(sleep) = backoff {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                *backoff = None;
+            }
+            match std::task::ready!(self.inner.poll_accept(cx)) {
                 Ok((stream, peer)) => {
                     if let Ok(conn) = self.finish_accept(stream, peer) {
-                        return conn;
+                        return Poll::Ready(conn);
                     }
                 }
                 Err(e) if is_connection_error(&e) => {}
                 Err(e) => {
-                    trace::accept_failed(self.fixed_local, &e);
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    report::accept_failed(self.inner.local_addr().ok(), &e);
+                    let sleep = tokio::time::sleep(std::time::Duration::from_secs(1));
+                    *backoff = Some(Box::pin(sleep));
                 }
             }
         }
     }
 
+    /// Puts an accepted connection under the policy, and tracks it if asked.
     pub(crate) fn finish_accept(
         &self,
         stream: TcpStream,
@@ -204,7 +215,7 @@ impl KeepaliveListener {
             .fixed_local
             .or_else(|| stream.local_addr().ok().map(canonical));
         if policy.is_some() {
-            trace::connection_opened(Direction::Inbound);
+            report::connection_opened(Direction::Inbound);
         }
         let stream = KeepaliveStream::from_parts(stream, Some(peer), local, policy);
         if let Some(connections) = &self.connections {
@@ -217,13 +228,13 @@ impl KeepaliveListener {
     fn prepare(&self, stream: &TcpStream, peer: SocketAddr) -> io::Result<Option<KeepalivePolicy>> {
         match self.mode.load(Ordering::Relaxed) {
             INHERIT => {
-                trace::keepalive_applied(Some(peer), &self.policy, true);
+                report::keepalive_applied(Some(peer), &self.policy, true);
                 Ok(Some(self.policy))
             }
             VERIFY => {
                 if sys::inspect(stream).is_ok_and(|got| got.matches(self.policy)) {
                     self.mode.store(INHERIT, Ordering::Relaxed);
-                    trace::keepalive_applied(Some(peer), &self.policy, true);
+                    report::keepalive_applied(Some(peer), &self.policy, true);
                     Ok(Some(self.policy))
                 } else if self
                     .queued
@@ -235,8 +246,8 @@ impl KeepaliveListener {
                     apply_logged(stream, self.policy, Some(peer), self.strict)
                 } else {
                     self.mode.store(PER_SOCKET, Ordering::Relaxed);
-                    trace::not_inherited(self.inner.local_addr().ok(), &self.policy);
-                    trace::listener_set(self.inner.local_addr().ok(), &self.policy, "per_socket");
+                    report::not_inherited(self.inner.local_addr().ok(), &self.policy);
+                    report::listener_set(self.inner.local_addr().ok(), &self.policy, "per_socket");
                     apply_logged(stream, self.policy, Some(peer), self.strict)
                 }
             }
@@ -277,53 +288,17 @@ impl KeepaliveListener {
     pub fn into_inner(self) -> TcpListener {
         self.inner
     }
-
-    /// The accepted connections as a `Stream`, for tonic's `serve_with_incoming`.
-    #[cfg(feature = "tonic")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-    pub fn incoming(self) -> Incoming {
-        Incoming {
-            listener: self,
-            registry: Default::default(),
-        }
-    }
 }
 
 /// An error of one connection, not of the listener: the next accept may well succeed.
 #[cfg(any(feature = "axum", feature = "rustls"))]
-pub(crate) fn is_connection_error(e: &io::Error) -> bool {
+fn is_connection_error(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// The accepted connections of a [`KeepaliveListener`], as a `Stream` for
-/// `tonic::transport::Server::serve_with_incoming`; from [`KeepaliveListener::incoming`].
-#[cfg(feature = "tonic")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
-#[derive(Debug)]
-#[must_use = "streams do nothing unless polled"]
-pub struct Incoming {
-    listener: KeepaliveListener,
-    /// The connections yielded, for `Incoming::liveness_layer` (in `deadpeer::tonic`).
-    pub(crate) registry: crate::tonic::Registry,
-}
-
-#[cfg(feature = "tonic")]
-impl futures_core::Stream for Incoming {
-    type Item = io::Result<KeepaliveStream>;
-
-    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.listener.poll_accept(cx).map(|r| {
-            Some(r.map(|(stream, _)| {
-                self.registry.register(&stream);
-                stream
-            }))
-        })
-    }
 }
 
 #[cfg(test)]
@@ -355,7 +330,7 @@ mod tests {
     /// later ones inherit it with no `setsockopt`, the listener keeps inheriting, no WARN.
     #[tokio::test(flavor = "current_thread")]
     async fn connections_queued_before_the_policy_get_it_per_socket() {
-        let (events, _guard) = deadpeer_testkit::events::capture();
+        let (events, _guard) = crate::report::capture::capture();
         let p = KeepalivePolicy::FAST;
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
@@ -408,7 +383,7 @@ mod tests {
         assert!(warned.is_empty(), "{warned:#?}");
         let applied = events.with_message("keepalive applied");
         assert_eq!(applied.len(), 8);
-        let inherited = |e: &deadpeer_testkit::events::Event| e.fields["inherited"] == "true";
+        let inherited = |e: &crate::report::capture::Event| e.fields["inherited"] == "true";
         assert_eq!(applied.iter().filter(|e| inherited(e)).count(), 5);
     }
 

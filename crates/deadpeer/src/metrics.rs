@@ -57,12 +57,10 @@
 //! ```
 #![cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 
-use std::io;
+use ::metrics::Unit;
 
-use ::metrics::{Key, Label, Level, Metadata, Unit};
-
-use crate::error::DeadPeer;
-use crate::trace::Direction;
+#[cfg(doc)]
+use crate::DeadPeer;
 
 /// Counter of connections whose peer the kernel declared dead, by `error.type` (the cause).
 pub const DEAD_CONNECTIONS: &str = "deadpeer.dead_connections";
@@ -151,121 +149,4 @@ pub fn describe() {
         Unit::Count,
         "Reaper threads that died and were replaced (should stay 0)."
     );
-}
-
-/// Where deadpeer's metrics come from, for recorders that filter on it.
-static METADATA: Metadata<'static> = Metadata::new("deadpeer", Level::INFO, Some(module_path!()));
-
-static WATCHED: Key = Key::from_static_name(WATCHED_CONNECTIONS);
-#[cfg(any(target_os = "linux", target_os = "android"))]
-static RESTARTS: Key = Key::from_static_name(REAPER_RESTARTS);
-static INBOUND_LABEL: [Label; 1] = [Label::from_static_parts(DIRECTION, "inbound")];
-static OUTBOUND_LABEL: [Label; 1] = [Label::from_static_parts(DIRECTION, "outbound")];
-static OPENED_INBOUND: Key = Key::from_static_parts(OPENED_CONNECTIONS, &INBOUND_LABEL);
-static OPENED_OUTBOUND: Key = Key::from_static_parts(OPENED_CONNECTIONS, &OUTBOUND_LABEL);
-
-/// A key with the one label `error.type` (a death or a failure: rare, so built each time).
-fn by_error_type(name: &'static str, error_type: &'static str) -> Key {
-    Key::from_parts(name, vec![Label::from_static_parts(ERROR_TYPE, error_type)])
-}
-
-/// The death's counter and histograms.
-pub(crate) fn death(dead: &DeadPeer) {
-    let cause = dead.cause().as_str();
-    ::metrics::with_recorder(|r| {
-        r.register_counter(&by_error_type(DEAD_CONNECTIONS, cause), &METADATA)
-            .increment(1);
-        r.register_histogram(&by_error_type(DEAD_CONNECTION_DURATION, cause), &METADATA)
-            .record(dead.connected_for().as_secs_f64());
-        if let Some(idle) = dead.idle_for() {
-            r.register_histogram(
-                &by_error_type(DEAD_CONNECTION_IDLE_DURATION, cause),
-                &METADATA,
-            )
-            .record(idle.as_secs_f64());
-        }
-    });
-}
-
-pub(crate) fn apply_failed(error: &io::Error) {
-    let key = by_error_type(APPLY_FAILURES, io_error_type(error));
-    ::metrics::with_recorder(|r| r.register_counter(&key, &METADATA).increment(1));
-}
-
-pub(crate) fn watch_failed(error: &io::Error) {
-    let key = by_error_type(WATCH_FAILURES, io_error_type(error));
-    ::metrics::with_recorder(|r| r.register_counter(&key, &METADATA).increment(1));
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn reaper_restarted() {
-    ::metrics::with_recorder(|r| r.register_counter(&RESTARTS, &METADATA).increment(1));
-}
-
-pub(crate) fn connection_opened(direction: Direction) {
-    let key = match direction {
-        Direction::Inbound => &OPENED_INBOUND,
-        Direction::Outbound => &OPENED_OUTBOUND,
-    };
-    ::metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
-}
-
-pub(crate) fn watch_started() {
-    ::metrics::with_recorder(|r| r.register_gauge(&WATCHED, &METADATA).increment(1.0));
-}
-
-pub(crate) fn watch_ended() {
-    ::metrics::with_recorder(|r| r.register_gauge(&WATCHED, &METADATA).decrement(1.0));
-}
-
-/// `error.type` of an I/O error: a fixed set of names, so the label stays bounded.
-fn io_error_type(error: &io::Error) -> &'static str {
-    if error
-        .raw_os_error()
-        .is_some_and(crate::sys::is_out_of_descriptors)
-    {
-        return "too_many_open_files";
-    }
-    match error.kind() {
-        io::ErrorKind::WouldBlock => "would_block",
-        io::ErrorKind::InvalidInput => "invalid_input",
-        io::ErrorKind::PermissionDenied => "permission_denied",
-        io::ErrorKind::NotConnected => "not_connected",
-        io::ErrorKind::OutOfMemory => "out_of_memory",
-        io::ErrorKind::Unsupported => "unsupported",
-        _ => "_OTHER",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_types_are_bounded_names() {
-        let not_tcp = io::Error::new(io::ErrorKind::InvalidInput, "not a TCP socket");
-        assert_eq!(io_error_type(&not_tcp), "invalid_input");
-        assert_eq!(
-            io_error_type(&io::Error::from_raw_os_error(libc::EPERM)),
-            "permission_denied"
-        );
-        assert_eq!(
-            io_error_type(&io::Error::from_raw_os_error(libc::EBADF)),
-            "_OTHER"
-        );
-        assert_eq!(
-            io_error_type(&io::Error::from_raw_os_error(libc::EMFILE)),
-            "too_many_open_files"
-        );
-    }
-
-    #[test]
-    fn static_keys_carry_their_label() {
-        let labels: Vec<_> = OPENED_INBOUND
-            .labels()
-            .map(|l| (l.key(), l.value()))
-            .collect();
-        assert_eq!(OPENED_INBOUND.name(), OPENED_CONNECTIONS);
-        assert_eq!(labels, [(DIRECTION, "inbound")]);
-    }
 }

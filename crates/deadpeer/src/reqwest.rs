@@ -65,7 +65,6 @@ use reqwest::ClientBuilder;
 
 use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
-use crate::sys;
 
 mod sealed {
     pub trait Sealed {}
@@ -184,9 +183,9 @@ impl PeerDeath {
     ///
     /// Any other errno gives `None`.
     pub fn from_raw_os_error(errno: i32) -> Option<PeerDeath> {
-        let cause = match sys::cause_of(errno, None) {
+        let cause = match crate::engine::classify::cause_of(errno, None) {
             Cause::Aborted => return None,
-            _ if sys::is_timeout(errno) => None,
+            _ if crate::engine::classify::is_timeout(errno) => None,
             cause => Some(cause),
         };
         Some(PeerDeath { errno, cause })
@@ -208,7 +207,7 @@ impl PeerDeath {
     /// timeout. Telling these apart takes `TCP_INFO` at the moment of death, which only a
     /// deadpeer-wrapped connection has.
     pub fn is_timeout(&self) -> bool {
-        sys::is_timeout(self.errno)
+        crate::engine::classify::is_timeout(self.errno)
     }
 
     /// The causes the errno leaves possible: the one [`cause`](Self::cause), or the three

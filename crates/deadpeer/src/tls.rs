@@ -55,15 +55,25 @@ use tokio_rustls::rustls::ServerConfig;
 
 pub use tokio_rustls;
 
-use crate::listener::{KeepaliveListener, is_connection_error};
+use crate::listener::KeepaliveListener;
 use crate::policy::KeepalivePolicy;
+use crate::report;
 use crate::stream::KeepaliveStream;
-use crate::trace;
 
 /// A server-side TLS connection over a [`KeepaliveStream`], as [`TlsListener`] accepts it.
 ///
-/// Its connection's [`Liveness`](crate::Liveness) is `stream.get_ref().0.liveness()`.
+/// Its connection's [`Liveness`](crate::Liveness) is `stream.liveness()`
+/// ([`AsLiveness`](crate::liveness::AsLiveness)), or `stream.get_ref().0.liveness()`.
 pub type TlsStream = tokio_rustls::server::TlsStream<KeepaliveStream>;
+
+impl crate::liveness::sealed::Sealed for TlsStream {}
+
+/// The [`Liveness`](crate::Liveness) of the connection under TLS.
+impl crate::liveness::AsLiveness for TlsStream {
+    fn liveness(&self) -> crate::Liveness {
+        self.get_ref().0.liveness()
+    }
+}
 
 /// A handshake in progress gets this long before it is dropped, unless
 /// [`TlsListener::handshake_timeout`] says otherwise.
@@ -250,7 +260,7 @@ impl TlsListener {
             backoff,
         } = self;
         loop {
-            let accepting = backoff.is_none() && handshakes.len() < *max_handshakes;
+            let accepting = handshakes.len() < *max_handshakes;
             tokio::select! {
                 biased;
                 Some(done) = handshakes.join_next() => {
@@ -258,24 +268,8 @@ impl TlsListener {
                         return conn;
                     }
                 }
-                accepted = poll_fn(|cx| listener.get_ref().poll_accept(cx)), if accepting => {
-                    match accepted {
-                        Ok((tcp, peer)) => {
-                            // Refused by strict mode: its WARN was logged.
-                            let Ok((stream, peer)) = listener.finish_accept(tcp, peer) else {
-                                continue;
-                            };
-                            handshakes.spawn(handshake(acceptor.clone(), stream, peer, *timeout));
-                        }
-                        Err(e) if is_connection_error(&e) => {}
-                        Err(e) => {
-                            trace::accept_failed(listener.local_addr().ok(), &e);
-                            *backoff = Some(Box::pin(tokio::time::sleep(Duration::from_secs(1))));
-                        }
-                    }
-                }
-                () = async { if let Some(sleep) = backoff.as_mut() { sleep.await } }, if backoff.is_some() => {
-                    *backoff = None;
+                (stream, peer) = poll_fn(|cx| listener.poll_accept_serving(backoff, cx)), if accepting => {
+                    handshakes.spawn(handshake(acceptor.clone(), stream, peer, *timeout));
                 }
             }
         }
@@ -330,7 +324,7 @@ async fn handshake(
     match result {
         Ok(tls) => Some((tls, peer)),
         Err(e) => {
-            trace::tls_handshake_failed(Some(peer), &e);
+            report::tls_handshake_failed(Some(peer), &e);
             None
         }
     }

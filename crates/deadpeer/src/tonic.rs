@@ -59,13 +59,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::layer::{Keepalive, KeepaliveLayer};
-use crate::listener::Incoming;
+use crate::listener::KeepaliveListener;
 use crate::liveness::{Liveness, State};
 use crate::policy::KeepalivePolicy;
 use crate::stream::KeepaliveStream;
-
-#[cfg(doc)]
-use crate::KeepaliveListener;
 
 /// tonic's connection info for a deadpeer stream is tonic's own [`TcpConnectInfo`], so
 /// `Request::remote_addr` and `Request::local_addr` keep working.
@@ -138,13 +135,47 @@ mod sealed {
     impl Sealed for tonic::transport::Endpoint {}
 }
 
+impl KeepaliveListener {
+    /// The accepted connections as a `Stream`, for tonic's `serve_with_incoming`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+    pub fn incoming(self) -> Incoming {
+        Incoming {
+            listener: self,
+            registry: Registry::default(),
+        }
+    }
+}
+
+/// The accepted connections of a [`KeepaliveListener`], as a `Stream` for
+/// `tonic::transport::Server::serve_with_incoming`; from [`KeepaliveListener::incoming`].
+#[derive(Debug)]
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming {
+    listener: KeepaliveListener,
+    /// The connections yielded, for [`Incoming::liveness_layer`].
+    registry: Registry,
+}
+
+impl futures_core::Stream for Incoming {
+    type Item = std::io::Result<KeepaliveStream>;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.listener.poll_accept(cx).map(|r| {
+            Some(r.map(|(stream, _)| {
+                self.registry.register(&stream);
+                stream
+            }))
+        })
+    }
+}
+
 /// The connections an [`Incoming`] yields, by (local, peer) address, for [`LivenessLayer`].
 ///
 /// Registering starts only once a layer was taken. A stream's entry outlives it until the next
 /// sweep, which runs when the table has doubled since the last one: the table holds at most
 /// about twice the live connections (plus 64), each entry a `Liveness` (no descriptor).
 #[derive(Clone, Default)]
-pub(crate) struct Registry(Arc<RegistryInner>);
+struct Registry(Arc<RegistryInner>);
 
 #[derive(Default)]
 struct RegistryInner {
@@ -160,7 +191,7 @@ struct Table {
 
 impl Registry {
     /// Records `stream`, if a layer asked for it.
-    pub(crate) fn register(&self, stream: &KeepaliveStream) {
+    fn register(&self, stream: &KeepaliveStream) {
         if !self.0.enabled.load(Ordering::Relaxed) {
             return;
         }

@@ -53,15 +53,16 @@ fn integrations(
     _tls_stream: deadpeer::tls::TlsStream,
     _make: deadpeer::axum::IntoMakeServiceWithLiveness<axum::Router>,
     _layer: deadpeer::tonic::LivenessLayer,
-    _incoming: deadpeer::listener::Incoming,
+    _incoming: deadpeer::tonic::Incoming,
 ) {
     fn router_ext<T: deadpeer::axum::RouterExt>() {}
     fn endpoint_ext<T: deadpeer::tonic::EndpointExt>() {}
-    fn liveness_io<T: deadpeer::axum::LivenessIo>() {}
+    fn as_liveness<T: deadpeer::liveness::AsLiveness>() {}
     router_ext::<axum::Router>();
     endpoint_ext::<tonic::transport::Endpoint>();
-    liveness_io::<KeepaliveStream>();
-    liveness_io::<deadpeer::tls::TlsStream>();
+    as_liveness::<KeepaliveStream>();
+    as_liveness::<deadpeer::tls::TlsStream>();
+    as_liveness::<hyper_util::rt::TokioIo<KeepaliveStream>>();
 }
 
 #[test]
@@ -109,7 +110,7 @@ fn a_forged_dead_peer_message_in_a_tonic_status_is_not_a_dead_peer() {
     );
     assert!(DeadPeer::find(&forged).is_none());
     assert!(DeadPeer::recover(&forged).is_none());
-    let wrapped = io::Error::new(io::ErrorKind::TimedOut, forged.message().to_string());
+    let wrapped = io::Error::new(io::ErrorKind::TimedOut, forged.message().to_owned());
     assert!(DeadPeer::find(&wrapped).is_none());
     assert!(DeadPeer::recover(&wrapped).is_none());
 }

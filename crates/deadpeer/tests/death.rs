@@ -185,7 +185,7 @@ async fn a_peer_that_stops_reading_is_stalled_not_dead() {
     let err = loop {
         match tokio::time::timeout(deadline(p) + Duration::from_secs(3), client.write(&chunk)).await
         {
-            Ok(Ok(_)) => continue,
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => break e,
             Err(_) => panic!("the blocked writer was not released"),
         }

@@ -414,7 +414,7 @@ fn units_are_described() {
         .snapshot()
         .into_vec()
         .into_iter()
-        .map(|(k, unit, _, _)| (k.key().name().to_string(), unit))
+        .map(|(k, unit, _, _)| (k.key().name().to_owned(), unit))
         .collect();
     assert_eq!(units[DEAD_CONNECTIONS], Some(metrics::Unit::Count));
     assert_eq!(

@@ -34,7 +34,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Faulty {
             self.deaths
                 .lock()
                 .unwrap()
-                .push(event.metadata().name().to_string());
+                .push(event.metadata().name().to_owned());
         }
     }
 }

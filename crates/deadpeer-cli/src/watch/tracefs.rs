@@ -157,11 +157,12 @@ impl Instance {
         })
     }
 
-    /// The decoder of [`EVENTS`]' records, from their `format` files.
+    /// The decoder of [`EVENTS`]' records, from their `format` files (as this instance lists
+    /// them).
     pub(crate) fn decoder(&self) -> Result<Decoder, CliError> {
         let mut formats = Vec::new();
         for (event, _) in EVENTS {
-            let path = Path::new(TRACEFS).join("events").join(event).join("format");
+            let path = self.dir.join("events").join(event).join("format");
             let text = fs::read_to_string(&path)
                 .map_err(|e| CliError::runtime(format!("cannot read {}: {e}", path.display())))?;
             formats

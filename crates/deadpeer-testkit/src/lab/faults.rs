@@ -201,8 +201,9 @@ impl Lab {
         loop {
             match io::Read::read(&mut &socket, &mut buf) {
                 Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Data, or EINTR: read on.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break, // WouldBlock: nothing left unread
             }
         }
@@ -250,7 +251,7 @@ pub fn send_nowait(sock: &impl AsFd, len: usize) -> io::Result<usize> {
         match sock.send_with_flags(&chunk[..n], flags) {
             Ok(0) => break,
             Ok(k) => sent += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) => return Err(e),
         }

@@ -317,7 +317,7 @@ pub fn quartiles(v: &mut [f64]) -> (f64, f64, f64) {
     let at = |q: f64| {
         let i = q * (v.len() - 1) as f64;
         let (lo, hi) = (i.floor() as usize, i.ceil() as usize);
-        v[lo] + (v[hi] - v[lo]) * (i - lo as f64)
+        (v[hi] - v[lo]).mul_add(i - lo as f64, v[lo])
     };
     (at(0.5), at(0.25), at(0.75))
 }

@@ -9,8 +9,9 @@ use tower_service::Service;
 
 use super::{BoxError, KeepaliveIo, Settings};
 use crate::connections::Connections;
+use crate::liveness::AsLiveness;
 use crate::policy::KeepalivePolicy;
-use crate::trace::Direction;
+use crate::report::Direction;
 
 /// Applies a [`KeepalivePolicy`] to every connection a connector makes, and wraps each one so a
 /// dead server surfaces as a [`DeadPeer`](crate::DeadPeer).
@@ -171,7 +172,7 @@ where
         state.set(State::Done);
         let wrapped = conn.map_err(Into::into)?.wrap(settings)?;
         if let Some(connections) = connections {
-            connections.register(&T::liveness(&wrapped));
+            connections.register(&AsLiveness::liveness(&wrapped));
         }
         Poll::Ready(Ok(wrapped))
     }

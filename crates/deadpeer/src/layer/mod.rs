@@ -56,10 +56,10 @@ use tokio::net::TcpStream;
 
 pub use self::keepalive::{Keepalive, KeepaliveLayer};
 pub use self::reap::{Reap, ReapLayer};
-use crate::liveness::Liveness;
+use crate::liveness::AsLiveness;
 use crate::policy::KeepalivePolicy;
+use crate::report::{self, Direction};
 use crate::stream::{KeepaliveStream, addrs, apply_logged};
-use crate::trace::{self, Direction};
 
 /// The error type of the layers: the inner service's error or a [`DeadPeer`](crate::DeadPeer),
 /// boxed, as tower-http does. Recover the `DeadPeer` with [`DeadPeer::find`](crate::DeadPeer::find).
@@ -75,13 +75,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// | `hyper_util::rt::TokioIo<KeepaliveStream>` (feature `hyper`) | itself |
 pub trait KeepaliveIo: Sized + sealed::Sealed {
     /// What the layers hand on.
-    type Wrapped;
+    type Wrapped: AsLiveness;
 
     #[doc(hidden)]
     fn wrap(self, settings: sealed::Settings) -> io::Result<Self::Wrapped>;
-
-    #[doc(hidden)]
-    fn liveness(wrapped: &Self::Wrapped) -> Liveness;
 }
 
 use self::sealed::Settings;
@@ -119,13 +116,13 @@ mod sealed {
         pub(crate) fn wrap(&self, tcp: TcpStream) -> io::Result<KeepaliveStream> {
             let (peer, local) = addrs(&tcp);
             let policy = if self.inherited {
-                trace::keepalive_applied(peer, &self.policy, true);
+                report::keepalive_applied(peer, &self.policy, true);
                 Some(self.policy)
             } else {
                 apply_logged(&tcp, self.policy, peer, self.strict)?
             };
             if policy.is_some() {
-                trace::connection_opened(self.direction);
+                report::connection_opened(self.direction);
             }
             Ok(KeepaliveStream::from_parts(tcp, peer, local, policy))
         }
@@ -138,10 +135,6 @@ impl KeepaliveIo for TcpStream {
     fn wrap(self, settings: Settings) -> io::Result<KeepaliveStream> {
         settings.wrap(self)
     }
-
-    fn liveness(wrapped: &KeepaliveStream) -> Liveness {
-        wrapped.liveness()
-    }
 }
 
 impl KeepaliveIo for KeepaliveStream {
@@ -149,10 +142,6 @@ impl KeepaliveIo for KeepaliveStream {
 
     fn wrap(self, _: Settings) -> io::Result<KeepaliveStream> {
         Ok(self)
-    }
-
-    fn liveness(wrapped: &KeepaliveStream) -> Liveness {
-        wrapped.liveness()
     }
 }
 
@@ -164,10 +153,6 @@ impl<T: KeepaliveIo<Wrapped = KeepaliveStream>> KeepaliveIo for hyper_util::rt::
         Ok(hyper_util::rt::TokioIo::new(
             self.into_inner().wrap(settings)?,
         ))
-    }
-
-    fn liveness(wrapped: &Self::Wrapped) -> Liveness {
-        wrapped.inner().liveness()
     }
 }
 

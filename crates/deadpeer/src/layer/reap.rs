@@ -9,9 +9,9 @@ use tower_service::Service;
 
 use super::{BoxError, KeepaliveIo, Settings};
 use crate::connections::Connections;
-use crate::liveness::Dead;
+use crate::liveness::{AsLiveness, Dead};
 use crate::policy::KeepalivePolicy;
-use crate::trace::Direction;
+use crate::report::Direction;
 
 /// Reaps per-connection services whose client died.
 ///
@@ -125,7 +125,7 @@ where
     fn call(&mut self, io: IO) -> Self::Future {
         let state = match io.wrap(self.settings) {
             Ok(conn) => {
-                let liveness = IO::liveness(&conn);
+                let liveness = AsLiveness::liveness(&conn);
                 if let Some(connections) = &self.connections {
                     connections.register(&liveness);
                 }

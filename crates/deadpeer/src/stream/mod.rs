@@ -1,24 +1,22 @@
 //! [`KeepaliveStream`]: a TCP stream whose dead peer surfaces as a typed, latched [`DeadPeer`]
 //! error, and [`connect`], which applies a policy before the SYN.
 
-mod latch;
+mod guarded;
 mod split;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, ToSocketAddrs};
 
-pub(crate) use self::latch::Latch;
+use self::guarded::{impl_guarded_read, impl_guarded_write};
 pub use self::split::{OwnedReadHalf, OwnedWriteHalf, ReuniteError};
-use crate::liveness::{Liveness, Meta};
+use crate::engine::{Meta, Owner};
+use crate::liveness::Liveness;
 use crate::policy::KeepalivePolicy;
 use crate::sys::{self, SocketKeepalive, TcpInfo};
-use crate::{DeadPeer, trace};
+use crate::{DeadPeer, report};
 
 /// A TCP connection under a keepalive policy, whose dead peer surfaces as a [`DeadPeer`].
 ///
@@ -53,9 +51,9 @@ use crate::{DeadPeer, trace};
 /// # Ok(()) }
 /// ```
 pub struct KeepaliveStream {
-    // First: fields drop in order, and the latch must stop watching the socket before `io`
+    // First: fields drop in order, and the owner must stop watching the socket before `io`
     // closes it (the invariant of `sys::WatchedFd`).
-    latch: Latch,
+    owner: Owner,
     io: TcpStream,
 }
 
@@ -73,7 +71,7 @@ impl KeepaliveStream {
         let closed = check_connected(&io)?;
         sys::apply(&io, policy)?;
         let (peer, local) = addrs(&io);
-        trace::keepalive_applied(peer, &policy, false);
+        report::keepalive_applied(peer, &policy, false);
         Ok(Self::from_parts(io, peer, local, Some(policy)).judged_at_wrap(closed))
     }
 
@@ -109,7 +107,7 @@ impl KeepaliveStream {
             static WARNED: std::sync::atomic::AtomicBool =
                 std::sync::atomic::AtomicBool::new(false);
             if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                trace::keepalive_off(peer);
+                report::keepalive_off(peer);
             }
         }
         Ok(Self::from_parts(io, peer, local, None).judged_at_wrap(closed))
@@ -118,7 +116,7 @@ impl KeepaliveStream {
     /// Latches the death of a socket the kernel closed before it was wrapped.
     fn judged_at_wrap(self, closed: Option<(TcpInfo, Option<i32>)>) -> Self {
         if let Some((info, errno)) = closed {
-            self.latch.closed_before_wrap(&self.io, info, errno);
+            self.owner.closed_before_wrap(&self.io, info, errno);
         }
         self
     }
@@ -130,9 +128,9 @@ impl KeepaliveStream {
         policy: Option<KeepalivePolicy>,
     ) -> Self {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        trace::platform_limits();
+        report::platform_limits();
         Self {
-            latch: Latch::new(Meta::new(peer, local, policy)),
+            owner: Owner::new(Meta::new(peer, local, policy)),
             io,
         }
     }
@@ -144,7 +142,7 @@ impl KeepaliveStream {
     /// instance (one `epoll_ctl`; no duplicate descriptor, no wake-ups on data). Dropping the
     /// stream ends the watch and closes the socket at once.
     pub fn liveness(&self) -> Liveness {
-        self.latch.liveness(&self.io)
+        Liveness::new(self.owner.watched(&self.io))
     }
 
     /// The peer's address, captured when the stream was wrapped (an IPv4-mapped IPv6 address is
@@ -155,7 +153,7 @@ impl KeepaliveStream {
     /// [`io::ErrorKind::NotConnected`] when it could not be read then (the connection was
     /// already gone).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.latch
+        self.owner
             .meta
             .peer_addr
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
@@ -167,7 +165,7 @@ impl KeepaliveStream {
     ///
     /// [`io::ErrorKind::NotConnected`] when it could not be read then.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.latch
+        self.owner
             .meta
             .local_addr
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
@@ -175,12 +173,12 @@ impl KeepaliveStream {
 
     /// The policy this stream was set up with, if deadpeer applied or verified one.
     pub fn policy(&self) -> Option<KeepalivePolicy> {
-        self.latch.meta.policy
+        self.owner.meta.policy
     }
 
     /// The latched death, if one has been seen.
     pub fn dead_peer(&self) -> Option<&DeadPeer> {
-        self.latch.latched()
+        self.owner.latched()
     }
 
     /// Reads the options back from the kernel and checks them against the stream's policy.
@@ -209,8 +207,8 @@ impl KeepaliveStream {
     /// [`Closed`](crate::liveness::State::Closed) and their pending `dead()` futures resolve to
     /// `None`.
     pub fn into_inner(self) -> TcpStream {
-        let Self { latch, io } = self;
-        latch.detach(&io);
+        let Self { owner, io } = self;
+        owner.detach(&io);
         io
     }
 
@@ -218,7 +216,7 @@ impl KeepaliveStream {
     /// as [`TcpStream::into_split`]; both halves share the latch, and dropping the write half
     /// shuts down the write side. [`OwnedReadHalf::reunite`] puts them back together.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        split::split(self.latch, self.io)
+        split::split(self.owner, self.io)
     }
 }
 
@@ -317,138 +315,10 @@ impl std::os::windows::io::AsRawSocket for KeepaliveStream {
 impl fmt::Debug for KeepaliveStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeepaliveStream")
-            .field("peer_addr", &self.latch.meta.peer_addr)
-            .field("policy", &self.latch.meta.policy.map(|p| p.to_string()))
-            .field("dead_peer", &self.latch.latched())
+            .field("peer_addr", &self.owner.meta.peer_addr)
+            .field("policy", &self.owner.meta.policy.map(|p| p.to_string()))
+            .field("dead_peer", &self.owner.latched())
             .finish()
-    }
-}
-
-/// The end of a read, shared with [`OwnedReadHalf`]: an EOF or an error is judged (after the
-/// caller returned the latched death, if any, without reading).
-pub(crate) fn read_done(
-    latch: &Latch,
-    tcp: &TcpStream,
-    before: usize,
-    buf: &ReadBuf<'_>,
-    result: io::Result<()>,
-) -> io::Result<()> {
-    match result {
-        // EOF: a FIN, or what follows a death.
-        Ok(()) if buf.filled().len() == before && buf.remaining() > 0 => latch.on_eof(tcp),
-        Ok(()) => Ok(()),
-        Err(e) => Err(latch.on_error(tcp, e)),
-    }
-}
-
-/// The end of a write, flush or shutdown, shared with [`OwnedWriteHalf`].
-pub(crate) fn write_done<T>(
-    latch: &Latch,
-    tcp: &TcpStream,
-    result: io::Result<T>,
-) -> io::Result<T> {
-    result.map_err(|e| latch.on_error(tcp, e))
-}
-
-/// `AsyncRead` through the latch, for a type with fields `latch` and `io` (`$tcp` reaches the
-/// `TcpStream`): the latched death first, then the read, with its EOF or error judged.
-macro_rules! impl_guarded_read {
-    ($type:ty, $tcp:expr) => {
-        impl AsyncRead for $type {
-            fn poll_read(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &mut ReadBuf<'_>,
-            ) -> Poll<io::Result<()>> {
-                let this = self.get_mut();
-                if let Some(err) = this.latch.latched_error() {
-                    return Poll::Ready(Err(err));
-                }
-                let before = buf.filled().len();
-                let result = ready!(Pin::new(&mut this.io).poll_read(cx, buf));
-                let tcp: fn(&Self) -> &TcpStream = $tcp;
-                Poll::Ready($crate::stream::read_done(
-                    &this.latch,
-                    tcp(this),
-                    before,
-                    buf,
-                    result,
-                ))
-            }
-        }
-    };
-}
-pub(crate) use impl_guarded_read;
-
-impl_guarded_read!(KeepaliveStream, |s| &s.io);
-
-/// `AsyncWrite` through the latch, for a type with fields `latch` (a `Latch`, or an `Arc` of one)
-/// and `io` (of type `$io`; `$tcp` reaches the `TcpStream`): the latched death first, then the
-/// write, with its error judged; a successful shutdown is recorded as the application's own.
-macro_rules! impl_guarded_write {
-    ($type:ty, $io:ty, $tcp:expr) => {
-        impl $type {
-            fn poll_write_with<T>(
-                &mut self,
-                write: impl FnOnce(Pin<&mut $io>) -> Poll<io::Result<T>>,
-            ) -> Poll<io::Result<T>> {
-                if let Some(err) = self.latch.latched_error() {
-                    return Poll::Ready(Err(err));
-                }
-                let result = ready!(write(Pin::new(&mut self.io)));
-                let tcp: fn(&Self) -> &TcpStream = $tcp;
-                Poll::Ready($crate::stream::write_done(&self.latch, tcp(self), result))
-            }
-        }
-
-        impl AsyncWrite for $type {
-            fn poll_write(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                buf: &[u8],
-            ) -> Poll<io::Result<usize>> {
-                self.get_mut().poll_write_with(|io| io.poll_write(cx, buf))
-            }
-
-            fn poll_write_vectored(
-                self: Pin<&mut Self>,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                self.get_mut()
-                    .poll_write_with(|io| io.poll_write_vectored(cx, bufs))
-            }
-
-            fn is_write_vectored(&self) -> bool {
-                self.io.is_write_vectored()
-            }
-
-            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                self.get_mut().poll_write_with(|io| io.poll_flush(cx))
-            }
-
-            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                let this = self.get_mut();
-                let r = this.poll_write_with(|io| io.poll_shutdown(cx));
-                if let Poll::Ready(Ok(())) = r {
-                    this.latch.shut_down();
-                }
-                r
-            }
-        }
-    };
-}
-pub(crate) use impl_guarded_write;
-
-impl_guarded_write!(KeepaliveStream, TcpStream, |s| &s.io);
-
-/// hyper-util's `Connection` (feature `hyper`), so `TokioIo<KeepaliveStream>` is a connection of
-/// hyper-util's `Client`, as `TokioIo<TcpStream>` is.
-#[cfg(feature = "hyper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-impl hyper_util::client::legacy::connect::Connection for KeepaliveStream {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.io.connected()
     }
 }
 
@@ -514,8 +384,8 @@ async fn connect_one(addr: SocketAddr, policy: KeepalivePolicy) -> io::Result<Ke
         Some(canonical(addr)),
         stream.local_addr().ok().map(canonical),
     );
-    trace::keepalive_applied(peer, &policy, false);
-    trace::connection_opened(trace::Direction::Outbound);
+    report::keepalive_applied(peer, &policy, false);
+    report::connection_opened(report::Direction::Outbound);
     Ok(KeepaliveStream::from_parts(
         stream,
         peer,
@@ -555,11 +425,11 @@ pub(crate) fn apply_logged(
 ) -> io::Result<Option<KeepalivePolicy>> {
     match sys::apply(tcp, policy) {
         Ok(()) => {
-            trace::keepalive_applied(peer, &policy, false);
+            report::keepalive_applied(peer, &policy, false);
             Ok(Some(policy))
         }
         Err(e) => {
-            trace::apply_failed(peer, &e);
+            report::apply_failed(peer, &e);
             if strict { Err(e) } else { Ok(None) }
         }
     }

@@ -11,19 +11,19 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, tcp};
 
-use super::{KeepaliveStream, Latch};
+use super::{KeepaliveStream, Owner};
 use crate::error::DeadPeer;
 use crate::liveness::Liveness;
 
-pub(super) fn split(latch: Latch, io: tokio::net::TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
-    let latch = Arc::new(latch);
+pub(super) fn split(owner: Owner, io: tokio::net::TcpStream) -> (OwnedReadHalf, OwnedWriteHalf) {
+    let owner = Arc::new(owner);
     let (read, write) = io.into_split();
     (
         OwnedReadHalf {
-            latch: Arc::clone(&latch),
+            owner: Arc::clone(&owner),
             io: read,
         },
-        OwnedWriteHalf { latch, io: write },
+        OwnedWriteHalf { owner, io: write },
     )
 }
 
@@ -34,7 +34,7 @@ pub(super) fn split(latch: Latch, io: tokio::net::TcpStream) -> (OwnedReadHalf, 
 pub struct OwnedReadHalf {
     // First: the last half dropped releases the watch before its half of the socket closes
     // (fields drop in order; the invariant of `sys::WatchedFd`).
-    latch: Arc<Latch>,
+    owner: Arc<Owner>,
     io: tcp::OwnedReadHalf,
 }
 
@@ -42,19 +42,19 @@ pub struct OwnedReadHalf {
 /// shuts down the write side, as tokio's does (no death: after that only reads remain, and an
 /// orderly close reads as EOF).
 pub struct OwnedWriteHalf {
-    latch: Arc<Latch>,
+    owner: Arc<Owner>,
     io: tcp::OwnedWriteHalf,
 }
 
 impl OwnedReadHalf {
     /// A [`Liveness`] handle on the connection (see [`KeepaliveStream::liveness`]).
     pub fn liveness(&self) -> Liveness {
-        self.latch.liveness(self.io.as_ref())
+        Liveness::new(self.owner.watched(self.io.as_ref()))
     }
 
     /// The latched death, if one has been seen.
     pub fn dead_peer(&self) -> Option<&DeadPeer> {
-        self.latch.latched()
+        self.owner.latched()
     }
 
     /// Puts the halves back together.
@@ -63,27 +63,27 @@ impl OwnedReadHalf {
     ///
     /// [`ReuniteError`], holding both halves, when they come from different streams.
     pub fn reunite(self, other: OwnedWriteHalf) -> Result<KeepaliveStream, ReuniteError> {
-        if !Arc::ptr_eq(&self.latch, &other.latch) {
+        if !Arc::ptr_eq(&self.owner, &other.owner) {
             return Err(ReuniteError(self, other));
         }
-        let OwnedReadHalf { latch, io: read } = self;
+        let OwnedReadHalf { owner, io: read } = self;
         let OwnedWriteHalf {
-            latch: other_latch,
+            owner: other_owner,
             io: write,
         } = other;
-        drop(other_latch);
+        drop(other_owner);
         let io = read
             .reunite(write)
             .expect("the halves share a latch, so they share a socket");
-        let latch = Arc::into_inner(latch).expect("both halves' latch references are here");
-        Ok(KeepaliveStream { latch, io })
+        let owner = Arc::into_inner(owner).expect("both halves' latch references are here");
+        Ok(KeepaliveStream { owner, io })
     }
 }
 
 impl OwnedWriteHalf {
     /// A [`Liveness`] handle on the connection (see [`KeepaliveStream::liveness`]).
     pub fn liveness(&self) -> Liveness {
-        self.latch.liveness(self.io.as_ref())
+        Liveness::new(self.owner.watched(self.io.as_ref()))
     }
 }
 
@@ -94,7 +94,7 @@ super::impl_guarded_write!(OwnedWriteHalf, tcp::OwnedWriteHalf, |s| s.io.as_ref(
 impl fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnedReadHalf")
-            .field("peer_addr", &self.latch.meta.peer_addr)
+            .field("peer_addr", &self.owner.meta.peer_addr)
             .finish_non_exhaustive()
     }
 }
@@ -102,7 +102,7 @@ impl fmt::Debug for OwnedReadHalf {
 impl fmt::Debug for OwnedWriteHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OwnedWriteHalf")
-            .field("peer_addr", &self.latch.meta.peer_addr)
+            .field("peer_addr", &self.owner.meta.peer_addr)
             .finish_non_exhaustive()
     }
 }

@@ -1,7 +1,7 @@
 //! The only code that touches socket options, `TCP_INFO` and `cfg(target_os)`.
 //!
 //! Portable work goes through [socket2](https://docs.rs/socket2). The FFI is `getsockopt(TCP_INFO)`
-//! in [`tcp_info`] and the error-only epoll of the reaper in `watch`. Each function documents
+//! in [`tcp_info`] and the error-only epoll of the reaper in `watch` (`watch/epoll.rs`). Each function documents
 //! which socket options it sets or reads on which OS.
 
 use std::io;
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::error::Cause;
 use crate::policy::KeepalivePolicy;
 
 #[cfg(unix)]
@@ -25,13 +24,7 @@ pub(crate) use imp::borrow;
 #[cfg(feature = "tokio")]
 pub(crate) use imp::{Borrowed, coarse_now};
 
-#[cfg(all(feature = "tokio", any(target_os = "linux", target_os = "android")))]
-mod watch;
-#[cfg(all(
-    feature = "tokio",
-    not(any(target_os = "linux", target_os = "android"))
-))]
-#[path = "watch_none.rs"]
+#[cfg(feature = "tokio")]
 mod watch;
 #[cfg(feature = "tokio")]
 pub(crate) use watch::{OnError, Report, WatchedFd};
@@ -68,6 +61,11 @@ pub(crate) enum Code {
     Aborted,
     /// Not an error that ends a connection.
     Other,
+}
+
+/// What `errno` says about a connection on this OS (the vocabulary of the engine's classifier).
+pub(crate) fn code(errno: i32) -> Code {
+    imp::code(errno)
 }
 
 /// Whether `errno` says the process or system has no descriptor left (`EMFILE`, `ENFILE`,
@@ -310,68 +308,6 @@ fn inspect_options(socket: &impl AsSocketDescriptor) -> io::Result<SocketKeepali
 /// that is not TCP.
 pub fn tcp_info(socket: &impl AsSocketDescriptor) -> io::Result<TcpInfo> {
     imp::tcp_info(borrow(socket)).map_err(|e| option_error(e, "TCP_INFO", "read"))
-}
-
-/// The kernel's verdict on a connection that reported `errno`: `Some(cause)` when the kernel
-/// closed it, `None` when the error leaves the connection alive (a transient error, or one of the
-/// application's own making).
-///
-/// With `TCP_INFO` (Linux), a connection is dead when its state is `CLOSE`; the errno then names
-/// the cause (docs/kernel.md, "How connections die"):
-///
-/// | errno | cause |
-/// |---|---|
-/// | `ETIMEDOUT` | [`Stalled`](Cause::Stalled) when the peer's window is 0 and its last probe was answered; [`RetransmitTimeout`](Cause::RetransmitTimeout) with retransmissions, backoff, unacknowledged data or a zero window; otherwise [`KeepaliveTimeout`](Cause::KeepaliveTimeout) |
-/// | `ECONNRESET`, `EPIPE` | [`Reset`](Cause::Reset) (`EPIPE`: reset after the peer's FIN) |
-/// | `EHOSTUNREACH`, `ENETUNREACH`, `EHOSTDOWN`, `ENONET`, `EOPNOTSUPP` | [`Unreachable`](Cause::Unreachable) |
-/// | `ECONNREFUSED`, `ENOPROTOOPT`, `EACCES` | [`Refused`](Cause::Refused) |
-/// | anything else | [`Aborted`](Cause::Aborted) |
-///
-/// Without `TCP_INFO`, only the errnos that a closed connection alone returns count.
-pub(crate) fn classify(errno: i32, info: Option<&TcpInfo>) -> Option<Cause> {
-    match info {
-        Some(info) if info.state != TcpInfo::CLOSE => None,
-        Some(info) => Some(cause_of(errno, Some(info))),
-        None => match imp::code(errno) {
-            Code::Pipe | Code::NotConnected | Code::Other => None,
-            _ => Some(cause_of(errno, None)),
-        },
-    }
-}
-
-/// The cause `errno` names (`Aborted` when it names none), with `TCP_INFO` at the moment of
-/// death where there is one. Without it (off Linux), a timeout is reported as a keepalive
-/// timeout: the OS does not say whether probes or retransmissions went unanswered.
-pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
-    match imp::code(errno) {
-        Code::TimedOut => match info {
-            Some(i) if i.snd_wnd == Some(0) && i.probes == 0 => Cause::Stalled,
-            Some(i)
-                if i.retransmits > 0 || i.backoff > 0 || i.unacked > 0 || i.snd_wnd == Some(0) =>
-            {
-                Cause::RetransmitTimeout
-            }
-            _ => Cause::KeepaliveTimeout,
-        },
-        Code::KeepaliveFailed => Cause::KeepaliveTimeout,
-        Code::Reset | Code::Pipe => Cause::Reset,
-        Code::Unreachable => Cause::Unreachable,
-        Code::Refused => Cause::Refused,
-        Code::Aborted | Code::NotConnected | Code::Other => Cause::Aborted,
-    }
-}
-
-/// Whether `errno` is the kernel giving up waiting on the peer (`ETIMEDOUT`, `WSAETIMEDOUT`).
-#[cfg(feature = "reqwest")]
-pub(crate) fn is_timeout(errno: i32) -> bool {
-    imp::code(errno) == Code::TimedOut
-}
-
-/// Whether `errno` is what a socket returns *after* the kernel closed it, rather than the reason
-/// it closed: the reason, if still pending, is in `SO_ERROR`.
-#[cfg(feature = "tokio")]
-pub(crate) fn is_aftermath(errno: i32) -> bool {
-    matches!(imp::code(errno), Code::Pipe | Code::NotConnected)
 }
 
 /// Takes (and clears) the socket's pending error, `SO_ERROR`.

@@ -1,19 +1,16 @@
-//! The one place that reports: deadpeer's events (target `deadpeer`; messages and fields are
-//! fixed so users can filter on them, see the guide) and, through [`crate::metrics`] (feature
-//! `metrics`), its metrics. Nothing here installs a subscriber or a recorder.
+//! The events (target `deadpeer`; messages and fields are fixed so users can filter on them, see
+//! the guide). Nothing here installs a subscriber.
 //!
 //! Addresses are split the OpenTelemetry way: `network.peer.address` (the IP) and
 //! `network.peer.port`, `network.local.address` and `network.local.port`; an unknown address
 //! leaves its fields out. Durations are numbers of seconds under a name ending in `_s`.
-#![cfg_attr(
-    not(all(feature = "tracing", feature = "tokio")),
-    allow(unused_variables, dead_code)
-)]
+#![cfg_attr(not(feature = "tracing"), allow(unused_variables, dead_code))]
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::Context;
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
 
@@ -28,46 +25,14 @@ fn network_type(addr: SocketAddr) -> &'static str {
     if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
-/// The subscriber that was current where a connection started being watched, so that a death
-/// seen on the reaper thread is reported where the application would have seen it.
-#[derive(Clone)]
-pub(crate) struct Context {
-    #[cfg(feature = "tracing")]
-    dispatch: tracing::Dispatch,
-}
-
-impl Context {
-    pub(crate) fn current() -> Self {
-        Self {
-            #[cfg(feature = "tracing")]
-            dispatch: tracing::dispatcher::get_default(Clone::clone),
-        }
-    }
-}
-
 /// WARN `dead peer detected`, in `context` when given (the reaper thread's report), else in the
-/// current one; and the death's metrics. Called once per death, after it was latched and its
-/// waiters woken. On the reaper thread (`context` given) each callout is isolated: a panicking
-/// subscriber or recorder loses its own report, and nothing else.
-pub(crate) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
+/// current one.
+pub(super) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
     #[cfg(feature = "tracing")]
     match context {
-        Some(c) => {
-            isolated(|| tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)));
-        }
+        Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)),
         None => emit_dead_peer(dead),
     }
-    #[cfg(feature = "metrics")]
-    match context {
-        Some(_) => isolated(|| crate::metrics::death(dead)),
-        None => crate::metrics::death(dead),
-    }
-}
-
-/// Runs a callout into code outside deadpeer (a subscriber, a recorder) from deadpeer's own
-/// thread, which must survive it.
-fn isolated(f: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
 #[cfg(feature = "tracing")]
@@ -114,8 +79,8 @@ pub(crate) fn keepalive_applied(
     );
 }
 
-/// WARN `failed to apply keepalive`; and its metric.
-pub(crate) fn apply_failed(peer: Option<SocketAddr>, error: &io::Error) {
+/// WARN `failed to apply keepalive`.
+pub(super) fn apply_failed(peer: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         target: "deadpeer",
@@ -126,8 +91,6 @@ pub(crate) fn apply_failed(peer: Option<SocketAddr>, error: &io::Error) {
         },
         "failed to apply keepalive"
     );
-    #[cfg(feature = "metrics")]
-    crate::metrics::apply_failed(error);
 }
 
 /// INFO `listener keepalive set`.
@@ -168,7 +131,7 @@ pub(crate) fn not_inherited(local: Option<SocketAddr>, policy: &KeepalivePolicy)
 /// e.g. `EMFILE`), once per failed watch; and its metric. Its `dead()` then resolves only when a
 /// read or write sees the death, and `Liveness::is_watched` is `false`; the next `liveness()`
 /// tries again.
-pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
+pub(super) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
     #[cfg(feature = "tracing")]
     tracing::warn!(
         target: "deadpeer",
@@ -179,24 +142,19 @@ pub(crate) fn watch_failed(peer: Option<SocketAddr>, error: &io::Error) {
         },
         "cannot watch connection; dead() resolves only when a read or write sees the death"
     );
-    #[cfg(feature = "metrics")]
-    crate::metrics::watch_failed(error);
 }
 
 /// ERROR when the reaper thread died (a panic in deadpeer's own code: every callout into a
 /// subscriber, recorder or waker is isolated); `error` is `None` when a new thread took over its
 /// epoll instance and table, else why none could be started (the next watch tries again).
-/// Reported by the dying thread, in its own (default) context; and its metric.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) fn reaper_replaced(error: Option<&io::Error>) {
+/// Reported by the dying thread, in its own (default) context.
+pub(super) fn reaper_replaced(error: Option<&io::Error>) {
     #[cfg(feature = "tracing")]
     tracing::error!(
         target: "deadpeer",
         { error = error.map(tracing::field::display) },
         "deadpeer reaper thread died; replaced by a new one"
     );
-    #[cfg(feature = "metrics")]
-    crate::metrics::reaper_restarted();
 }
 
 /// WARN, once per process, when a stream is wrapped whose socket has keepalive off.
@@ -267,57 +225,38 @@ pub(crate) fn tls_handshake_failed(peer: Option<SocketAddr>, error: &io::Error) 
     );
 }
 
-/// Which side opened a connection that deadpeer put under a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
-    /// Accepted: by a `KeepaliveListener`, or handed to a `ReapLayer`.
-    Inbound,
-    /// Opened: by `deadpeer::connect`, or by a connector under a `KeepaliveLayer`.
-    Outbound,
-}
-
-/// A connection was put under a policy (no event: `keepalive applied` says it at DEBUG).
-#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-pub(crate) fn connection_opened(direction: Direction) {
-    #[cfg(feature = "metrics")]
-    crate::metrics::connection_opened(direction);
-}
-
-/// A connection started being watched (its first `liveness()`): no event.
-pub(crate) fn watch_started() {
-    #[cfg(feature = "metrics")]
-    crate::metrics::watch_started();
-}
-
-/// A watched connection's stream was dropped or unwrapped: no event.
-pub(crate) fn watch_ended() {
-    #[cfg(feature = "metrics")]
-    crate::metrics::watch_ended();
-}
-
 #[cfg(all(test, feature = "tracing", feature = "tokio"))]
 mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::Cause;
+    use crate::error::Details;
 
     /// The fields of `dead peer detected`, as a JSON pipeline receives them: addresses split,
     /// the cause as `error.type`, durations as numbers of seconds; unknown values left out.
     #[test]
     fn a_death_has_opentelemetry_fields_and_a_stable_target() {
-        let (events, _guard) = deadpeer_testkit::events::capture();
-        let dead = DeadPeer::new(
-            Cause::KeepaliveTimeout,
-            Some("[fd00::2]:7000".parse().unwrap()),
-            Some("10.0.0.1:41000".parse().unwrap()),
-            Duration::from_millis(4078),
-            Some(Duration::from_millis(4080)),
-            Some(KeepalivePolicy::FAST),
-            Some(libc::ETIMEDOUT),
-        );
+        let (events, _guard) = crate::report::capture::capture();
+        let dead = DeadPeer::new(Details {
+            cause: Cause::KeepaliveTimeout,
+            peer_addr: Some("[fd00::2]:7000".parse().unwrap()),
+            local_addr: Some("10.0.0.1:41000".parse().unwrap()),
+            connected_for: Duration::from_millis(4078),
+            idle_for: Some(Duration::from_millis(4080)),
+            policy: Some(KeepalivePolicy::FAST),
+            raw_os_error: Some(libc::ETIMEDOUT),
+        });
         dead_peer_detected(&dead, None);
-        let unknown = DeadPeer::new(Cause::Reset, None, None, Duration::ZERO, None, None, None);
+        let unknown = DeadPeer::new(Details {
+            cause: Cause::Reset,
+            peer_addr: None,
+            local_addr: None,
+            connected_for: Duration::ZERO,
+            idle_for: None,
+            policy: None,
+            raw_os_error: None,
+        });
         dead_peer_detected(&unknown, None);
 
         let got = events.with_message("dead peer detected");

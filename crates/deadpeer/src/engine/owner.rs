@@ -1,5 +1,5 @@
-//! The stream's side of the latch: what a death report needs, the application's own shutdown,
-//! and the state shared with `Liveness` handles.
+//! The stream's side of a watched connection: what a death report needs, the application's
+//! own shutdown, and the [`Latch`] shared with `Liveness` handles, made on first need.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,45 +7,45 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpStream;
 
+use super::{Latch, Meta, Observer};
 use crate::error::DeadPeer;
-use crate::liveness::{Liveness, Meta, Observer, Shared};
 use crate::sys::{self, TcpInfo};
 
-/// Created with the stream; the shared state (`Arc<Shared>`) only on the first `liveness()` or
-/// death, so that wrapping a connection allocates nothing. Dropping it marks the shared state
-/// closed and stops watching the socket, which must still be open then: whoever holds a `Latch`
-/// next to the socket drops the latch first (field order).
-pub(crate) struct Latch {
+/// Created with the stream; the [`Latch`] only on the first `liveness()` or death, so that
+/// wrapping a connection allocates nothing. Dropping it marks the latch closed and stops
+/// watching the socket, which must still be open then: whoever holds an `Owner` next to the
+/// socket drops the owner first (field order).
+pub(crate) struct Owner {
     pub(crate) meta: Meta,
     /// The application shut down its write side: `EPIPE` is then its own doing.
     shut_down: AtomicBool,
-    shared: OnceLock<Arc<Shared>>,
+    latch: OnceLock<Arc<Latch>>,
 }
 
-impl Latch {
+impl Owner {
     pub(crate) fn new(meta: Meta) -> Self {
         Self {
             meta,
             shut_down: AtomicBool::new(false),
-            shared: OnceLock::new(),
+            latch: OnceLock::new(),
         }
     }
 
-    fn shared(&self) -> &Arc<Shared> {
-        self.shared.get_or_init(|| Arc::new(Shared::new(self.meta)))
+    fn latch(&self) -> &Arc<Latch> {
+        self.latch.get_or_init(|| Arc::new(Latch::new(self.meta)))
     }
 
-    /// A handle on the shared state, watching `socket` (see `KeepaliveStream::liveness`).
-    pub(crate) fn liveness(&self, socket: &TcpStream) -> Liveness {
-        let shared = self.shared();
-        shared.watch(sys::borrow(socket));
-        Liveness::new(Arc::clone(shared))
+    /// The latch, watching `socket` (for `KeepaliveStream::liveness`).
+    pub(crate) fn watched(&self, socket: &TcpStream) -> Arc<Latch> {
+        let latch = self.latch();
+        latch.watch(sys::borrow(socket));
+        Arc::clone(latch)
     }
 
     /// The latched death, if any: two loads, for the hot path.
     #[inline]
     pub(crate) fn latched(&self) -> Option<&DeadPeer> {
-        self.shared.get()?.latched()
+        self.latch.get()?.latched()
     }
 
     /// The latched death as the `io::Error` every observer returns, if any.
@@ -80,9 +80,9 @@ impl Latch {
         if let Some(dead) = self.latched() {
             return Some(dead.clone());
         }
-        // Allocate the shared state only for a connection the kernel closed. A closed socket's
+        // Allocate the latch only for a connection the kernel closed. A closed socket's
         // `TCP_INFO` no longer changes, so the read here is the one the verdict uses.
-        let known = match self.shared.get() {
+        let known = match self.latch.get() {
             Some(_) => None,
             None => match sys::tcp_info(socket) {
                 Ok(info) if info.state != TcpInfo::CLOSE => return None,
@@ -90,7 +90,7 @@ impl Latch {
             },
         };
         let shut_down = self.shut_down.load(Ordering::Relaxed);
-        self.shared()
+        self.latch()
             .verdict(sys::borrow(socket), Observer::Io { seen, shut_down }, known)
     }
 
@@ -98,22 +98,22 @@ impl Latch {
     /// was pending): the first observer latches its death for every later one, with the
     /// errno's cause, or [`Cause::Aborted`](crate::Cause::Aborted) when someone else took it.
     pub(crate) fn closed_before_wrap(&self, socket: &TcpStream, info: TcpInfo, errno: Option<i32>) {
-        self.shared()
+        self.latch()
             .verdict(sys::borrow(socket), Observer::Wrap { errno }, Some(info));
     }
 
     /// Ends the watch: `open` is the socket when it lives on, unwrapped.
     pub(crate) fn detach(&self, open: &TcpStream) {
-        if let Some(shared) = self.shared.get() {
-            shared.close(Some(sys::borrow(open)));
+        if let Some(latch) = self.latch.get() {
+            latch.close(Some(sys::borrow(open)));
         }
     }
 }
 
-impl Drop for Latch {
+impl Drop for Owner {
     fn drop(&mut self) {
-        if let Some(shared) = self.shared.get() {
-            shared.close(None);
+        if let Some(latch) = self.latch.get() {
+            latch.close(None);
         }
     }
 }

@@ -1,18 +1,16 @@
 //! Without epoll (every OS but Linux and Android) there is no reaper: `Liveness::dead()`
 //! resolves when a read or write on the stream sees the death. Built (`cargo clippy --target`)
 //! for macOS, FreeBSD and Windows by this project's CI; not run there.
+#![allow(
+    clippy::unused_self,
+    reason = "the same methods as the epoll watch's, so the engine needs no cfg"
+)]
 
 use std::io;
 use std::sync::Weak;
 
-/// What would follow a latched death on the reaper thread (never, here).
-pub(crate) type Report = Box<dyn FnOnce() + Send>;
-
-/// Told when the kernel reports an error on a watched socket (never, here).
-pub(crate) trait OnError: Send + Sync {
-    #[allow(dead_code)]
-    fn on_error(&self) -> Option<Report>;
-}
+use super::{OnError, OnReplaced};
+use crate::sys::Borrowed;
 
 /// Never watching.
 #[derive(Debug, Default)]
@@ -21,8 +19,9 @@ pub(crate) struct WatchedFd;
 impl WatchedFd {
     pub(crate) fn watch(
         &mut self,
-        _fd: super::Borrowed<'_>,
+        _fd: Borrowed<'_>,
         _target: Weak<dyn OnError>,
+        _on_replaced: OnReplaced,
     ) -> io::Result<()> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -35,9 +34,9 @@ impl WatchedFd {
         false
     }
 
-    pub(crate) fn with<R>(&self, _f: impl FnOnce(super::Borrowed<'_>) -> R) -> Option<R> {
+    pub(crate) fn with<R>(&self, _f: impl FnOnce(Borrowed<'_>) -> R) -> Option<R> {
         None
     }
 
-    pub(crate) fn release(&mut self, _open: Option<super::Borrowed<'_>>) {}
+    pub(crate) fn release(&mut self, _open: Option<Borrowed<'_>>) {}
 }

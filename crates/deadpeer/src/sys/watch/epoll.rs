@@ -21,17 +21,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-/// What the reaper does after a death is latched and its waiters woken: the report (events,
-/// metrics), made once no verdict waits behind it.
-pub(crate) type Report = Box<dyn FnOnce() + Send>;
-
-/// Told when the kernel reports an error or hang-up on a watched socket.
-pub(crate) trait OnError: Send + Sync {
-    /// Runs on the reaper thread. It must be quick and must not block on I/O: latch the verdict,
-    /// wake the waiters, and return the report to make later, if any. It runs no code from
-    /// outside deadpeer but wakers, and the reaper survives a panic in it.
-    fn on_error(&self) -> Option<Report>;
-}
+use super::table::Table;
+use super::{OnError, OnReplaced, Report};
 
 /// A watched socket's descriptor, for reading its state from outside the stream that owns it.
 ///
@@ -40,11 +31,10 @@ pub(crate) trait OnError: Send + Sync {
 /// While it holds a descriptor, that descriptor is open and is the watched socket: the owner (a
 /// `KeepaliveStream`) calls [`release`](Self::release) before it can close the socket, and all
 /// access goes through `&self`/`&mut self` behind the owner's mutex, so no use overlaps the
-/// release. `KeepaliveStream` upholds this by dropping its latch (which releases) before its
-/// I/O object (field order), by releasing in `into_inner` before giving the I/O object away, and
-/// by never handing out `&mut` access to the I/O object (which could replace the socket).
-/// `AsTcpStream` is sealed, so every implementation returns a socket its value owns for its
-/// whole life.
+/// release. `KeepaliveStream` (and its split halves) upholds this by dropping its
+/// `engine::Owner` (which releases) before its I/O object (field order), by releasing in
+/// `into_inner` before giving the I/O object away, and by never handing out `&mut` access to the
+/// I/O object (which could replace the socket).
 #[derive(Debug)]
 pub(crate) struct WatchedFd {
     /// -1 when not watching.
@@ -61,7 +51,8 @@ impl Default for WatchedFd {
 
 impl WatchedFd {
     /// Registers `fd` with the reaper, so that `target` hears about errors on it. Does nothing if
-    /// already watching.
+    /// already watching. `on_replaced` is kept by the reaper when this call creates it (the
+    /// engine always passes the same function).
     ///
     /// # Errors
     ///
@@ -71,11 +62,12 @@ impl WatchedFd {
         &mut self,
         fd: BorrowedFd<'_>,
         target: Weak<dyn OnError>,
+        on_replaced: OnReplaced,
     ) -> io::Result<()> {
         if self.fd >= 0 {
             return Ok(());
         }
-        let reaper = reaper()?;
+        let reaper = reaper(on_replaced)?;
         reaper.ensure_thread()?;
         let key = reaper.table().insert(target);
         if let Err(e) = reaper.ctl(libc::EPOLL_CTL_ADD, fd, key) {
@@ -132,6 +124,7 @@ struct Reaper {
     epoll: OwnedFd,
     table: Mutex<Table>,
     running: AtomicBool,
+    on_replaced: OnReplaced,
 }
 
 /// Set once an epoll instance could be had. A failure is not kept: the next watch tries again.
@@ -139,7 +132,7 @@ static REAPER: OnceLock<Reaper> = OnceLock::new();
 /// Serialises starting the epoll instance and the thread.
 static STARTING: Mutex<()> = Mutex::new(());
 
-fn reaper() -> io::Result<&'static Reaper> {
+fn reaper(on_replaced: OnReplaced) -> io::Result<&'static Reaper> {
     if let Some(reaper) = REAPER.get() {
         return Ok(reaper);
     }
@@ -160,6 +153,7 @@ fn reaper() -> io::Result<&'static Reaper> {
         epoll,
         table: Mutex::new(Table::default()),
         running: AtomicBool::new(false),
+        on_replaced,
     }))
 }
 
@@ -221,7 +215,7 @@ impl Drop for Running {
         if std::thread::panicking() {
             let replaced = reaper.ensure_thread();
             let _ = catch_unwind(AssertUnwindSafe(|| {
-                crate::trace::reaper_replaced(replaced.as_ref().err());
+                (reaper.on_replaced)(replaced.as_ref().err());
             }));
         }
     }
@@ -272,61 +266,6 @@ fn run(epoll: RawFd) {
     }
 }
 
-/// Watchers by slot; a key is `generation << 32 | index`, so a freed and reused slot never gets
-/// an event meant for its previous occupant.
-#[derive(Default)]
-struct Table {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-}
-
-struct Slot {
-    generation: u32,
-    target: Option<Weak<dyn OnError>>,
-}
-
-impl Table {
-    fn insert(&mut self, target: Weak<dyn OnError>) -> u64 {
-        self.live += 1;
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    target: None,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.slots[index as usize];
-        slot.target = Some(target);
-        u64::from(slot.generation) << 32 | u64::from(index)
-    }
-
-    fn get(&self, key: u64) -> Option<Arc<dyn OnError>> {
-        let slot = self.slots.get((key & 0xffff_ffff) as usize)?;
-        if u64::from(slot.generation) != key >> 32 {
-            return None;
-        }
-        slot.target.as_ref()?.upgrade()
-    }
-
-    fn remove(&mut self, key: u64) {
-        let index = (key & 0xffff_ffff) as u32;
-        let Some(slot) = self.slots.get_mut(index as usize) else {
-            return;
-        };
-        if u64::from(slot.generation) != key >> 32 || slot.target.is_none() {
-            return;
-        }
-        slot.target = None;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(index);
-        self.live -= 1;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +273,9 @@ mod tests {
     use std::os::fd::AsFd;
     use std::sync::atomic::AtomicUsize;
     use std::time::{Duration, Instant};
+
+    /// The tests here report nothing when a thread is replaced.
+    const NO_REPORT: OnReplaced = |_| {};
 
     /// Makes the reaper thread panic outside every callout, once, after its next batch.
     pub(super) static DIE_NEXT: AtomicBool = AtomicBool::new(false);
@@ -379,11 +321,13 @@ mod tests {
         w1.watch(
             c1.as_fd(),
             Arc::downgrade(&(first.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         w2.watch(
             c2.as_fd(),
             Arc::downgrade(&(second.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         // The thread names itself when it first runs, a moment after the spawn returned.
@@ -441,7 +385,7 @@ mod tests {
         let count = Arc::new(Count::default());
         let weak: Weak<dyn OnError> = Arc::downgrade(&(count.clone() as Arc<dyn OnError>));
         let mut w = WatchedFd::default();
-        w.watch(client.as_fd(), weak).unwrap();
+        w.watch(client.as_fd(), weak, NO_REPORT).unwrap();
         server.write_all(b"data").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(count.0.load(Ordering::SeqCst), 0, "data woke the reaper");
@@ -469,6 +413,7 @@ mod tests {
         w.watch(
             client.as_fd(),
             Arc::downgrade(&(first.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         let raw = client.as_raw_fd();
@@ -483,6 +428,7 @@ mod tests {
         w2.watch(
             client2.as_fd(),
             Arc::downgrade(&(second.clone() as Arc<dyn OnError>)),
+            NO_REPORT,
         )
         .unwrap();
         socket2::SockRef::from(&server2)
@@ -496,20 +442,5 @@ mod tests {
             "fd {raw} reused: old watcher reached"
         );
         w2.release(Some(client2.as_fd()));
-    }
-
-    #[test]
-    fn keys_carry_generations() {
-        let mut t = Table::default();
-        let target: Arc<dyn OnError> = Arc::new(Count::default());
-        let a = t.insert(Arc::downgrade(&target));
-        t.remove(a);
-        let b = t.insert(Arc::downgrade(&target));
-        assert_eq!(a & 0xffff_ffff, b & 0xffff_ffff, "slot reused");
-        assert!(t.get(a).is_none(), "stale key reached the new occupant");
-        assert!(t.get(b).is_some());
-        t.remove(a);
-        assert!(t.get(b).is_some(), "a stale remove freed the new occupant");
-        assert_eq!(t.live, 1);
     }
 }
