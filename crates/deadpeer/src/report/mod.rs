@@ -97,6 +97,7 @@ pub(crate) fn reaper_replaced(error: Option<&io::Error>) {
 }
 
 /// A connection was put under a policy (no event: `keepalive applied` says it at DEBUG).
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
 pub(crate) fn connection_opened(direction: Direction) {
     #[cfg(feature = "metrics")]
     metrics::connection_opened(direction);
