@@ -8,8 +8,10 @@
 //!   `retransmit_timeout`;
 //!
 //! each with the Python process as owner, the server's namespace, and a line read by this test
-//! within 10 ms of the tracepoint's timestamp (both on CLOCK_MONOTONIC). Our own aborting
-//! client is not a death. Then a burst of 5000 connections reset at once: every one is
+//! within 10 ms of the tracepoint's timestamp (both on CLOCK_MONOTONIC). Likewise a Python
+//! client, with `TCP_USER_TIMEOUT` 2 s, whose data the router rejects with ICMP port
+//! unreachable: `refused` (`ECONNREFUSED`), owned by the client in the client's namespace. Our
+//! own aborting client is not a death. Then a burst of 5000 connections reset at once: every one is
 //! reported, owned by this test process; an IPv6 reset in a namespace no process is in. Each
 //! watch must remove its tracing instance when stopped with SIGTERM or SIGINT.
 
@@ -23,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use deadpeer_testkit::{Netns, lab_or_skip};
+use deadpeer_testkit::{Lab, Netns, Reject, Tool, lab_or_skip};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -172,13 +174,14 @@ impl Drop for Watch {
     }
 }
 
-/// Accepts connections and configures each as told: `accept ka` sets keepalive 1 s / 1 s / 2,
-/// `accept rtx` a 2 s `TCP_USER_TIMEOUT`; `send NAME` sends 1000 bytes on one.
+/// Listens on `PORT` and accepts connections, configuring each as told: `accept ka` sets
+/// keepalive 1 s / 1 s / 2, `accept rtx` a 2 s `TCP_USER_TIMEOUT`; `send NAME` sends 1000 bytes
+/// on one.
 const SERVER: &str = r#"
 import os, socket, sys
 print(os.getpid())
 l = socket.socket()
-l.bind((ADDR, 7400)); l.listen()
+l.bind((ADDR, PORT)); l.listen()
 print("listening")
 conns = {}
 for line in sys.stdin:
@@ -220,7 +223,9 @@ fn python_deaths_are_classified_and_owned() {
         return;
     };
     let saddr = lab.server_addr();
-    let script = SERVER.replace("ADDR", &format!("'{saddr}'"));
+    let script = SERVER
+        .replace("ADDR", &format!("'{saddr}'"))
+        .replace("PORT", "7400");
     let Some(mut py) = Python::start(
         "python_deaths_are_classified_and_owned",
         lab.server(),
@@ -355,6 +360,96 @@ fn python_deaths_are_classified_and_owned() {
 
     watch.stop(Signal::SIGTERM);
     drop(clients);
+}
+
+/// Connects to `ADDR` port 7403 with a 2 s `TCP_USER_TIMEOUT` and prints its local port; each
+/// line read then sends 1000 bytes.
+const CLIENT: &str = r#"
+import os, socket, sys
+print(os.getpid())
+c = socket.socket()
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 2000)
+c.connect((ADDR, 7403))
+print(c.getsockname()[1])
+for line in sys.stdin:
+    c.send(b"x" * 1000)
+    print("sent")
+"#;
+
+/// ICMP port unreachable on data in flight: the connection dies at its user timeout with the
+/// ICMP error's `ECONNREFUSED` (docs/kernel.md, "How connections die"), reported as `refused`.
+#[test]
+fn python_client_refused_by_icmp_is_reported() {
+    const TEST: &str = "python_client_refused_by_icmp_is_reported";
+    let _serial = measuring();
+    let Some(lab) = lab_or_skip!(Lab::builder().requires(Tool::NFT)) else {
+        return;
+    };
+    let Some(watch) = Watch::start(TEST, &["--port", "7403"]) else {
+        return;
+    };
+    let saddr = lab.server_addr();
+    let server = SocketAddr::new(saddr, 7403);
+    let script = SERVER
+        .replace("ADDR", &format!("'{saddr}'"))
+        .replace("PORT", "7403");
+    let Some(mut py_server) = Python::start(TEST, lab.server(), &script) else {
+        return;
+    };
+    assert_eq!(py_server.line(), "listening");
+    let script = CLIENT.replace("ADDR", &format!("'{saddr}'"));
+    let Some(mut py) = Python::start(TEST, lab.client(), &script) else {
+        return;
+    };
+    let port: u16 = py.line().parse().unwrap();
+    assert_eq!(py_server.ask("accept refused"), port.to_string());
+    let comm = py.comm();
+    let local = SocketAddr::new(lab.client_addr(), port);
+    // Let the owners' index catch up with the new connection (see above).
+    std::thread::sleep(Duration::from_millis(500));
+
+    lab.reject(Reject::PortUnreachable).unwrap();
+    assert_eq!(py.ask("send"), "sent");
+    let sent_at = mono();
+
+    let ours = |l: &&Line| l.v["local_addr"] == local.to_string();
+    let lines = watch.collect(Duration::from_secs(10), |got| got.iter().any(|l| ours(&l)));
+    let all: Vec<&Value> = lines.iter().map(|l| &l.v).collect();
+    let mine: Vec<&Line> = lines.iter().filter(ours).collect();
+    let [l] = mine[..] else {
+        panic!("not one death for {local} within 10 s: {all:#?}")
+    };
+    let v = &l.v;
+    // Shown with --nocapture.
+    println!("{v}");
+    assert_eq!(v["cause"], "refused", "{v:#}");
+    assert_eq!(v["errno"], 111, "{v:#}");
+    assert_eq!(v["peer_addr"], server.to_string(), "{v:#}");
+    assert_eq!(v["pid"], py.pid, "{v:#}");
+    assert_eq!(v["process"], comm.as_str(), "{v:#}");
+    assert_eq!(v["netns"], netns_inode(lab.client()), "{v:#}");
+    assert_eq!(v["netns_name"], lab.client().name(), "{v:#}");
+    assert_eq!(v["state_before"], "established", "{v:#}");
+    assert!(v["open_for_ms"].as_f64().unwrap() >= 500.0, "{v:#}");
+    assert!(v["retransmits"].as_u64().unwrap() >= 2, "{v:#}");
+    let ts = v["kernel_ts"].as_f64().unwrap();
+    let delay = (l.at - ts) * 1000.0;
+    assert!(
+        (0.0..DELAY_MS).contains(&delay),
+        "read {delay:.2} ms after the kernel's decision: {v:#}"
+    );
+    assert!(v["delay_ms"].as_f64().unwrap() <= delay, "{v:#}");
+    // At the user timeout (2 s), not at once: the ICMP errors are soft errors.
+    let died = ts - sent_at;
+    assert!(
+        (1.9..3.5).contains(&died),
+        "refused {died:.3} s after the send"
+    );
+    println!("refused {died:.3} s after the send, line read {delay:.2} ms after");
+
+    watch.stop(Signal::SIGTERM);
+    drop(py);
+    drop(py_server);
 }
 
 /// Connections in the burst: the issue's 5000.
