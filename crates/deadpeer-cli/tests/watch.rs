@@ -246,9 +246,11 @@ fn python_deaths_are_classified_and_owned() {
         clients.insert(name, c);
     }
     // Let the owners' index catch up with the new connections: it is rebuilt within 100 ms of
-    // a connection opening, and a rebuild reads every process's descriptors. Connections that
-    // die sooner after opening may have no owner (docs/cli.md).
-    std::thread::sleep(Duration::from_millis(500));
+    // a connection opening when the machine is idle, and at least once a second however busy
+    // it is (docs/cli.md), and a rebuild reads every process's descriptors (on a loaded 2-core
+    // machine, up to about a second in a debug build). Connections that die sooner after
+    // opening may have no owner, as documented.
+    std::thread::sleep(Duration::from_millis(2500));
 
     let rst_client = clients.remove("rst").unwrap();
     let rst_local = rst_client.local_addr().unwrap();
@@ -406,7 +408,7 @@ fn python_client_refused_by_icmp_is_reported() {
     let comm = py.comm();
     let local = SocketAddr::new(lab.client_addr(), port);
     // Let the owners' index catch up with the new connection (see above).
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(2500));
 
     lab.reject(Reject::PortUnreachable).unwrap();
     assert_eq!(py.ask("send"), "sent");
@@ -564,7 +566,8 @@ fn ipv6_reset_is_reported_with_owner_and_namespace() {
     let listener = lab.server().tcp_listener(server).unwrap();
     let client = lab.client().tcp_connect(server).unwrap();
     let (accepted, _) = listener.accept().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the owners' index catch up with the new connection (see above).
+    std::thread::sleep(Duration::from_millis(2500));
     lab.reset(accepted).unwrap();
     let lines = watch.collect(Duration::from_secs(5), |got| !got.is_empty());
     let v = &lines.first().expect("the reset is reported").v;
