@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ending::Ending;
 use crate::policy::KeepalivePolicy;
+use crate::sys::TcpInfo;
 
 /// Why the kernel declared a peer dead: what the kernel did, read from the errno and `TCP_INFO`
 /// at the moment of death (see docs/kernel.md, "How connections die", for the measurements).
@@ -64,6 +66,15 @@ impl Cause {
     /// ```
     pub fn from_os_error(errno: i32, info: Option<&crate::TcpInfo>) -> Option<Cause> {
         crate::engine::classify::classify(errno, info)
+    }
+
+    /// What this cause of death says happened to the peer, given `TCP_INFO` at the moment of
+    /// death where there is one (the table is on [`Ending`]): a reset is
+    /// [`Forgot`](Ending::Forgot) when it answered a probe or retransmission of ours, else
+    /// [`Aborted`](Ending::Aborted); the timeouts and `Unreachable` are
+    /// [`Vanished`](Ending::Vanished).
+    pub fn ending(self, info: Option<&crate::TcpInfo>) -> Ending {
+        crate::engine::classify::ending_of(self, info)
     }
 
     /// Every cause, in declaration order.
@@ -155,6 +166,8 @@ pub(crate) struct Details {
     pub(crate) idle_for: Option<Duration>,
     pub(crate) policy: Option<KeepalivePolicy>,
     pub(crate) raw_os_error: Option<i32>,
+    pub(crate) ending: Ending,
+    pub(crate) tcp_info: Option<TcpInfo>,
 }
 
 impl DeadPeer {
@@ -168,6 +181,23 @@ impl DeadPeer {
     /// Why the peer was declared dead.
     pub fn cause(&self) -> Cause {
         self.inner.cause
+    }
+
+    /// What happened to the peer (see [`Ending`]): only [`Ending::is_death`] endings are
+    /// reported at WARN and counted as deaths; an application's abort
+    /// ([`Ending::Aborted`]) is a `DeadPeer` on the stream's reads and writes all the same.
+    pub fn ending(&self) -> Ending {
+        self.inner.ending
+    }
+
+    /// `TCP_INFO` at the moment of death (state `CLOSE`): the round-trip time and
+    /// retransmission timeout, the probes and retransmissions outstanding, the time since data
+    /// was last received and sent, the peer's window. `None` where `TCP_INFO` is not available
+    /// (off Linux and Android), and for a socket that was already closed when it was wrapped.
+    ///
+    /// After an RST the kernel has purged the write queue: `unacked` and `backoff` read 0 then.
+    pub fn tcp_info(&self) -> Option<&TcpInfo> {
+        self.inner.tcp_info.as_ref()
     }
 
     /// The peer's address, captured when the connection was wrapped.
@@ -286,12 +316,14 @@ impl fmt::Debug for DeadPeer {
         let i = &self.inner;
         f.debug_struct("DeadPeer")
             .field("cause", &i.cause)
+            .field("ending", &i.ending)
             .field("peer_addr", &i.peer_addr)
             .field("local_addr", &i.local_addr)
             .field("connected_for", &i.connected_for)
             .field("idle_for", &i.idle_for)
             .field("policy", &i.policy.map(|p| p.to_string()))
             .field("raw_os_error", &i.raw_os_error)
+            .field("tcp_info", &i.tcp_info)
             .finish()
     }
 }
@@ -347,6 +379,8 @@ pub(crate) mod tests {
             idle_for: Some(Duration::from_millis(1500)),
             policy: Some(KeepalivePolicy::FAST),
             raw_os_error: Some(libc::ECONNRESET),
+            ending: Ending::Aborted,
+            tcp_info: None,
         })
     }
 
@@ -360,6 +394,8 @@ pub(crate) mod tests {
             idle_for: None,
             policy: None,
             raw_os_error: Some(libc::ENETUNREACH),
+            ending: Ending::Vanished,
+            tcp_info: None,
         });
         assert_eq!(
             io::Error::from(dead).kind(),

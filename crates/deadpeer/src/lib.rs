@@ -50,6 +50,7 @@ compile_error!(
      this target is neither"
 );
 
+mod ending;
 mod engine;
 pub mod error;
 pub mod kernel;
@@ -58,6 +59,7 @@ pub mod policy;
 mod report;
 mod sys;
 
+pub use ending::Ending;
 pub use error::{Cause, DeadPeer};
 pub use kernel::SystemKeepalive;
 pub use policy::{KeepalivePolicy, PolicyError, PolicyErrorKind, UserTimeout};

@@ -6,10 +6,15 @@
 //! whichever sees the death first classifies it, emits the `dead peer detected` event, and every
 //! later read, write and [`Liveness::dead`] returns that same [`DeadPeer`].
 //!
+//! A peer's FIN is not a death: [`Liveness::dead`] stays pending, as the stream can still send
+//! to a half-closed peer. [`Liveness::gone`] resolves at the FIN too, with the connection's
+//! [`Ending`]: what a handler that should stop when its client leaves waits for.
+//!
 //! A watched connection (one whose `liveness()` was taken) is registered, with its own
-//! descriptor, in a process-wide epoll instance that reports nothing but errors and hang-ups; a
-//! thread blocked on it classifies the death the moment the kernel declares it. There is no timer
-//! and no polling: a live connection costs one epoll registration and nothing else.
+//! descriptor, in a process-wide epoll instance that reports nothing but errors, hang-ups and
+//! the peer's FIN; a thread blocked on it classifies the ending the moment the kernel shows it.
+//! There is no timer and no polling: a live connection costs one epoll registration and nothing
+//! else.
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +23,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
-use crate::engine::Latch;
+use crate::Ending;
+use crate::engine::{Latch, Until};
 use crate::error::DeadPeer;
 use crate::policy::KeepalivePolicy;
 
@@ -37,8 +43,8 @@ pub enum State {
 /// A handle on a connection's liveness, from
 /// [`KeepaliveStream::liveness`](crate::KeepaliveStream::liveness).
 ///
-/// The [`dead`](Self::dead) future and the [`State`] it can be asked for live in this module,
-/// [`deadpeer::liveness`](crate::liveness).
+/// The [`dead`](Self::dead) and [`gone`](Self::gone) futures and the [`State`] it can be asked
+/// for live in this module, [`deadpeer::liveness`](crate::liveness).
 ///
 /// It is `Clone`, `Send` and `Sync`, holds no descriptor, and does not keep the socket open: once
 /// the application drops the stream, the socket closes at once (its FIN goes out), the state is
@@ -93,9 +99,59 @@ impl Liveness {
     /// call, for the stream, and for every clone of this handle.
     pub fn dead(&self) -> Dead {
         Dead {
-            latch: Arc::clone(&self.latch),
-            slot: None,
+            wait: Wait::new(&self.latch, Until::Dead),
         }
+    }
+
+    /// Resolves when the peer is gone: `Some(ending)` at the first [`Ending`] the kernel
+    /// shows, the peer's clean close ([`Ending::Closed`], a FIN) included, whether or not
+    /// anything is reading; `None` when the application drops the stream (or unwraps it) first.
+    ///
+    /// This is what a handler that should stop when its client leaves waits for: an SSE stream,
+    /// a long poll, a long job. Use [`dead`](Self::dead) instead where a half-closed peer
+    /// (one that sent its FIN and still reads our answer) must be served to the end.
+    ///
+    /// The value is the *first* ending: a peer that closed and later reset the connection is
+    /// [`Closed`](Ending::Closed) here and, for the reads and writes after the reset, a
+    /// [`DeadPeer`] with [`Ending::Aborted`].
+    ///
+    /// The future holds no descriptor and needs no runtime: any executor can poll it.
+    ///
+    /// ```
+    /// # async fn run() -> std::io::Result<()> {
+    /// use deadpeer::{Ending, KeepaliveListener, KeepalivePolicy};
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// let listener = KeepaliveListener::bind("127.0.0.1:0", KeepalivePolicy::FAST).await?;
+    /// let client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+    /// let (stream, _) = listener.accept().await?;
+    /// let gone = stream.liveness().gone();
+    /// drop(client); // the client leaves: its FIN arrives, nothing reads the stream
+    /// assert_eq!(gone.await, Some(Ending::Closed));
+    /// # Ok(()) }
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+    /// ```
+    ///
+    /// # Platform
+    ///
+    /// On Linux and Android it resolves at the FIN or the kernel's verdict, with no read or
+    /// write pending (`EPOLLRDHUP` on the same error-only registration). Elsewhere it resolves
+    /// when a read sees the EOF or a read or write sees the death, or when the stream is
+    /// dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the ending stays latched for the next call and for every clone.
+    pub fn gone(&self) -> Gone {
+        Gone {
+            wait: Wait::new(&self.latch, Until::Gone),
+        }
+    }
+
+    /// The first ending seen, without waiting: the peer's FIN or a death; `None` while neither
+    /// has been seen.
+    pub fn ending(&self) -> Option<Ending> {
+        self.latch.ending()
     }
 
     /// What is known now, without waiting: a death that the kernel declared, or that the stream
@@ -178,48 +234,75 @@ pub(crate) mod sealed {
 /// The future returned by [`Liveness::dead`].
 #[must_use = "futures do nothing unless polled"]
 pub struct Dead {
+    wait: Wait,
+}
+
+/// The future returned by [`Liveness::gone`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Gone {
+    wait: Wait,
+}
+
+/// A wait on a connection's latch, shared by [`Dead`] and [`Gone`].
+struct Wait {
     latch: Arc<Latch>,
+    until: Until,
     /// This future's place among the connection's waiters, once it has waited.
     slot: Option<usize>,
 }
 
 /// What `dead()` resolves to once the connection is settled: `Some(death)`, or `None` for a
 /// closed stream; `Pending` while it is alive.
-fn settled(state: State) -> Poll<Option<DeadPeer>> {
-    match state {
+fn dead_settled(latch: &Latch) -> Poll<Option<DeadPeer>> {
+    match latch.state() {
         State::Alive => Poll::Pending,
         State::Dead(dead) => Poll::Ready(Some(dead)),
         State::Closed => Poll::Ready(None),
     }
 }
 
-impl Future for Dead {
-    type Output = Option<DeadPeer>;
+/// What `gone()` resolves to: the first ending, or `None` for a closed stream.
+fn gone_settled(latch: &Latch) -> Poll<Option<Ending>> {
+    match latch.ending() {
+        Some(ending) => Poll::Ready(Some(ending)),
+        None if latch.is_closed() => Poll::Ready(None),
+        None => Poll::Pending,
+    }
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DeadPeer>> {
-        let Dead { latch, slot } = &mut *self;
+impl Wait {
+    fn new(latch: &Arc<Latch>, until: Until) -> Self {
+        Self {
+            latch: Arc::clone(latch),
+            until,
+            slot: None,
+        }
+    }
+
+    fn poll<T>(&mut self, cx: &mut Context<'_>, settled: fn(&Latch) -> Poll<T>) -> Poll<T> {
+        let Wait { latch, until, slot } = self;
         if slot.is_none() {
-            if let ready @ Poll::Ready(_) = settled(latch.state()) {
+            if let ready @ Poll::Ready(_) = settled(latch) {
                 return ready;
             }
         }
         let mut inner = latch.lock();
-        // Deaths and closes are published under this lock, so nothing is missed in between.
-        if let ready @ Poll::Ready(_) = settled(latch.state()) {
+        // Endings and closes are published under this lock, so nothing is missed in between.
+        if let ready @ Poll::Ready(_) = settled(latch) {
             if let Some(i) = slot.take() {
                 inner.waiters.leave(i);
             }
             return ready;
         }
         match *slot {
-            Some(i) => inner.waiters.update(i, cx.waker()),
-            None => *slot = Some(inner.waiters.join(cx.waker())),
+            Some(i) => inner.waiters.update(i, cx.waker(), *until),
+            None => *slot = Some(inner.waiters.join(cx.waker(), *until)),
         }
         Poll::Pending
     }
 }
 
-impl Drop for Dead {
+impl Drop for Wait {
     fn drop(&mut self) {
         if let Some(i) = self.slot.take() {
             self.latch.lock().waiters.leave(i);
@@ -227,8 +310,30 @@ impl Drop for Dead {
     }
 }
 
+impl Future for Dead {
+    type Output = Option<DeadPeer>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<DeadPeer>> {
+        self.wait.poll(cx, dead_settled)
+    }
+}
+
+impl Future for Gone {
+    type Output = Option<Ending>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Ending>> {
+        self.wait.poll(cx, gone_settled)
+    }
+}
+
 impl fmt::Debug for Dead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dead").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gone").finish_non_exhaustive()
     }
 }

@@ -1,5 +1,5 @@
 //! Metrics (feature `metrics`), through the [`metrics`](https://docs.rs/metrics) facade: deaths by
-//! cause, watched connections now, connections put under a policy, and failures to apply one.
+//! cause, every ending by name, watched connections now, connections put under a policy, and failures to apply one.
 //!
 //! deadpeer installs no recorder. Install the one your service already exports with (for
 //! Prometheus, `metrics-exporter-prometheus`; for OpenTelemetry, a `metrics` → OTLP bridge):
@@ -17,9 +17,10 @@
 //!
 //! | name | type | unit | labels | moves when |
 //! |---|---|---|---|---|
-//! | [`deadpeer.dead_connections`](DEAD_CONNECTIONS) | counter | `{connection}` | `error.type` | +1 when the kernel declares a peer dead: once per connection, when `dead peer detected` is emitted |
-//! | [`deadpeer.dead_connection.duration`](DEAD_CONNECTION_DURATION) | histogram | `s` | `error.type` | records, at the same moment, how long the connection had been open ([`DeadPeer::connected_for`]) |
-//! | [`deadpeer.dead_connection.idle_duration`](DEAD_CONNECTION_IDLE_DURATION) | histogram | `s` | `error.type` | records, at the same moment, how long the peer had sent no data ([`DeadPeer::idle_for`]; not recorded where `TCP_INFO` is unavailable) |
+//! | [`deadpeer.dead_connections`](DEAD_CONNECTIONS) | counter | `{connection}` | `error.type`, `deadpeer.ending` | +1 when the kernel declares a peer dead ([`Ending::is_death`]: forgot, vanished, refused, stalled): once per connection, when `dead peer detected` is emitted. An application's abort is not counted here |
+//! | [`deadpeer.dead_connection.duration`](DEAD_CONNECTION_DURATION) | histogram | `s` | `error.type`, `deadpeer.ending` | records, at the same moment, how long the connection had been open ([`DeadPeer::connected_for`]) |
+//! | [`deadpeer.dead_connection.idle_duration`](DEAD_CONNECTION_IDLE_DURATION) | histogram | `s` | `error.type`, `deadpeer.ending` | records, at the same moment, how long the peer had sent no data ([`DeadPeer::idle_for`]; not recorded where `TCP_INFO` is unavailable) |
+//! | [`deadpeer.ended_connections`](ENDED_CONNECTIONS) | counter | `{connection}` | `deadpeer.ending` | +1 for each ending seen, with each `dead peer detected` or `connection ended` event: the peer's FIN (`closed`), an application's abort (`aborted`), and the deaths. A peer that closes and then resets the connection counts as `closed` and as `aborted` |
 //! | [`deadpeer.watched_connections`](WATCHED_CONNECTIONS) | gauge | `{connection}` | — | +1 when a connection starts being watched (its first [`liveness()`](crate::KeepaliveStream::liveness), which a `ReapLayer`, axum's `ConnectInfo<Liveness>` and [`Connections`](crate::connections::Connections) also take); −1 when its stream is dropped or unwrapped. A dead connection counts until the application drops it |
 //! | [`deadpeer.opened_connections`](OPENED_CONNECTIONS) | counter | `{connection}` | `direction` | +1 for each connection put under its policy: `inbound` when a [`KeepaliveListener`](crate::KeepaliveListener) accepts it or a `ReapLayer` wraps a `TcpStream`, `outbound` when [`connect`](crate::connect) or a connector under a `KeepaliveLayer` opens it. A connection whose policy could not be applied is not counted here but below; [`KeepaliveStream::new`](crate::KeepaliveStream::new) and `wrap` count nothing (deadpeer does not know the side) |
 //! | [`deadpeer.watch_failures`](WATCH_FAILURES) | counter | `{failure}` | `error.type` | +1 when a connection cannot be watched (no epoll instance or reaper thread could be had, e.g. the process is out of descriptors), when `cannot watch connection` is emitted; its [`Liveness::is_watched`](crate::Liveness::is_watched) is `false` and the next `liveness()` tries again |
@@ -30,6 +31,8 @@
 //!
 //! - `error.type` of a death: [`Cause::as_str`](crate::Cause::as_str): `keepalive_timeout`,
 //!   `retransmit_timeout`, `stalled`, `reset`, `unreachable`, `refused`, `aborted`.
+//! - `deadpeer.ending`: [`Ending::as_str`]: `closed`, `aborted`, `forgot`, `vanished`,
+//!   `refused`, `stalled`.
 //! - `error.type` of an apply or watch failure: `too_many_open_files` (`EMFILE`, `ENFILE`), or
 //!   the [`std::io::ErrorKind`] in snake case (`invalid_input` for a socket that is not TCP,
 //!   `permission_denied`, `not_connected`, `out_of_memory`, `unsupported`, `would_block` for a
@@ -60,10 +63,13 @@
 use ::metrics::Unit;
 
 #[cfg(doc)]
-use crate::DeadPeer;
+use crate::{DeadPeer, Ending};
 
-/// Counter of connections whose peer the kernel declared dead, by `error.type` (the cause).
+/// Counter of connections whose peer the kernel declared dead, by `error.type` (the cause) and
+/// `deadpeer.ending` (the deaths among the [`Ending`]s).
 pub const DEAD_CONNECTIONS: &str = "deadpeer.dead_connections";
+/// Counter of connections' endings, by `deadpeer.ending`.
+pub const ENDED_CONNECTIONS: &str = "deadpeer.ended_connections";
 /// Histogram, in seconds, of how long a connection had been open when its peer was declared
 /// dead, by `error.type`.
 pub const DEAD_CONNECTION_DURATION: &str = "deadpeer.dead_connection.duration";
@@ -85,6 +91,8 @@ pub const REAPER_RESTARTS: &str = "deadpeer.reaper.restarts";
 
 /// The label naming a death's cause or a failure's kind (OpenTelemetry's `error.type`).
 pub const ERROR_TYPE: &str = "error.type";
+/// The label naming how a connection ended ([`Ending::as_str`]).
+pub const ENDING: &str = "deadpeer.ending";
 /// The label of [`OPENED_CONNECTIONS`]: `inbound` or `outbound`.
 pub const DIRECTION: &str = "direction";
 
@@ -112,7 +120,12 @@ pub fn describe() {
     ::metrics::describe_counter!(
         DEAD_CONNECTIONS,
         Unit::Count,
-        "Connections whose peer the kernel declared dead, by cause (error.type)."
+        "Connections whose peer the kernel declared dead, by cause (error.type) and ending (deadpeer.ending)."
+    );
+    ::metrics::describe_counter!(
+        ENDED_CONNECTIONS,
+        Unit::Count,
+        "Connection endings seen, by deadpeer.ending (closed, aborted, forgot, vanished, refused, stalled)."
     );
     ::metrics::describe_histogram!(
         DEAD_CONNECTION_DURATION,

@@ -17,9 +17,9 @@ use common::{client_pair, deadline, policy, wait_dead};
 use deadpeer::layer::ReapLayer;
 use deadpeer::metrics::{
     APPLY_FAILURES, DEAD_CONNECTION_DURATION, DEAD_CONNECTION_IDLE_DURATION, DEAD_CONNECTIONS,
-    DIRECTION, ERROR_TYPE, OPENED_CONNECTIONS, WATCHED_CONNECTIONS,
+    DIRECTION, ENDED_CONNECTIONS, ENDING, ERROR_TYPE, OPENED_CONNECTIONS, WATCHED_CONNECTIONS,
 };
-use deadpeer::{Cause, DeadPeer, KeepaliveListener, KeepalivePolicy, KeepaliveStream};
+use deadpeer::{Cause, DeadPeer, Ending, KeepaliveListener, KeepalivePolicy, KeepaliveStream};
 use deadpeer_testkit::{Lab, Reject, Tool, lab_or_skip};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::io::AsyncWriteExt;
@@ -122,8 +122,20 @@ fn watched() -> Series {
     series(WATCHED_CONNECTIONS, &[])
 }
 
-fn deaths(cause: Cause) -> Series {
-    series(DEAD_CONNECTIONS, &[(ERROR_TYPE, cause.as_str())])
+/// The labels of a death's counter and histograms.
+fn death_labels(dead: &DeadPeer) -> [(&'static str, &'static str); 2] {
+    [
+        (ERROR_TYPE, dead.cause().as_str()),
+        (ENDING, dead.ending().as_str()),
+    ]
+}
+
+fn deaths(dead: &DeadPeer) -> Series {
+    series(DEAD_CONNECTIONS, &death_labels(dead))
+}
+
+fn ended(ending: Ending) -> Series {
+    series(ENDED_CONNECTIONS, &[(ENDING, ending.as_str())])
 }
 
 fn opened(direction: &str) -> Series {
@@ -215,14 +227,22 @@ fn each_cause_is_counted_once_with_its_age_and_idle_time() {
     let after = Totals::read_until(|now| {
         deaths_seen
             .iter()
-            .all(|d| now.counter(&deaths(d.cause())) > before.counter(&deaths(d.cause())))
+            .all(|d| now.counter(&deaths(d)) > before.counter(&deaths(d)))
     });
 
     let mut total = 0;
     for dead in &deaths_seen {
         let cause = dead.cause();
-        let by_cause = [(ERROR_TYPE, cause.as_str())];
-        let counted = after.counter(&deaths(cause)) - before.counter(&deaths(cause));
+        // The forgotten connection's RST answered a keepalive probe.
+        let ending = match cause {
+            Cause::Reset => Ending::Forgot,
+            Cause::Stalled => Ending::Stalled,
+            Cause::Refused => Ending::Refused,
+            _ => Ending::Vanished,
+        };
+        assert_eq!(dead.ending(), ending, "{dead}");
+        let by_cause = death_labels(dead);
+        let counted = after.counter(&deaths(dead)) - before.counter(&deaths(dead));
         assert_eq!(counted, 1, "{cause:?}");
         total += counted;
         assert_eq!(
@@ -250,6 +270,14 @@ fn each_cause_is_counted_once_with_its_age_and_idle_time() {
             .map(|(_, n)| n)
             .sum::<u64>();
     assert_eq!(all, total, "a death counted twice, or under another cause");
+    let endings: u64 = Ending::ALL
+        .iter()
+        .map(|e| after.counter(&ended(*e)) - before.counter(&ended(*e)))
+        .sum();
+    assert_eq!(
+        endings, total,
+        "each death is one ending, and nothing else ended"
+    );
     assert_eq!(
         after.counter(&opened("outbound")) - before.counter(&opened("outbound")),
         CAUSES.len() as u64
@@ -350,16 +378,31 @@ fn the_watched_gauge_returns_to_zero_after_churn() {
             if i % 5 == 0 {
                 let dead = wait_dead(&server.liveness(), Duration::from_secs(5)).await;
                 assert_eq!(dead.cause(), Cause::Reset);
+                assert_eq!(dead.ending(), Ending::Aborted, "{dead}");
             }
         }
+        // An RST with nothing of ours outstanding: the client application quit. An ending,
+        // not a death.
+        let aborted = ended(Ending::Aborted);
         let now = Totals::read_until(|now| {
-            now.counter(&deaths(Cause::Reset)) - before.counter(&deaths(Cause::Reset))
-                >= doomed_count as u64
+            now.counter(&aborted) - before.counter(&aborted) >= doomed_count as u64
         });
         assert_eq!(watched_now(&now), expected as f64);
         assert_eq!(
-            now.counter(&deaths(Cause::Reset)) - before.counter(&deaths(Cause::Reset)),
+            now.counter(&aborted) - before.counter(&aborted),
             doomed_count as u64
+        );
+        let dead_total = |t: &Totals| -> u64 {
+            t.counters
+                .iter()
+                .filter(|(s, _)| s.starts_with(DEAD_CONNECTIONS))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        assert_eq!(
+            dead_total(&now),
+            dead_total(&before),
+            "an abort counted as a death"
         );
 
         // Servers first (their FIN is no death), then the clients.

@@ -2,6 +2,7 @@
 //! [`Cause`]. Built without feature `tokio` too, for [`Cause::from_os_error`]. The per-OS errno
 //! tables (`sys::code`) are its vocabulary.
 
+use crate::ending::Ending;
 use crate::error::Cause;
 use crate::sys::{Code, TcpInfo, code};
 
@@ -51,6 +52,23 @@ pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
         Code::Unreachable => Cause::Unreachable,
         Code::Refused => Cause::Refused,
         Code::Aborted | Code::NotConnected | Code::Other => Cause::Aborted,
+    }
+}
+
+/// What happened to the peer, from the cause of a death and `TCP_INFO` at that moment (the
+/// table is on [`Ending`]): an RST is [`Ending::Forgot`] when it answered a keepalive probe or a
+/// retransmission (`tcpi_probes` or `tcpi_retransmits` above 0: `tcp_reset` purges the write
+/// queue but leaves both, docs/kernel.md "How connections end"), else [`Ending::Aborted`].
+pub(crate) fn ending_of(cause: Cause, info: Option<&TcpInfo>) -> Ending {
+    match cause {
+        Cause::KeepaliveTimeout | Cause::RetransmitTimeout | Cause::Unreachable => Ending::Vanished,
+        Cause::Stalled => Ending::Stalled,
+        Cause::Refused => Ending::Refused,
+        Cause::Reset => match info {
+            Some(i) if i.probes > 0 || i.retransmits > 0 => Ending::Forgot,
+            _ => Ending::Aborted,
+        },
+        Cause::Aborted => Ending::Aborted,
     }
 }
 

@@ -1,11 +1,12 @@
-//! The state a stream shares with its `Liveness` handles: the latched verdict, the closed
-//! flag, and, under one lock, the watched descriptor and the waiters.
+//! The state a stream shares with its `Liveness` handles: the latched verdict, the first
+//! ending, the closed flag, and, under one lock, the watched descriptor and the waiters.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use super::waiters::Waiters;
 use super::{Meta, Observer, classify, recent};
+use crate::ending::Ending;
 use crate::error::{Cause, DeadPeer, Details};
 use crate::liveness::State;
 use crate::report;
@@ -16,6 +17,9 @@ use crate::sys::{self, OnError, Report, TcpInfo, WatchedFd};
 pub(crate) struct Latch {
     verdict: OnceLock<DeadPeer>,
     closed: AtomicBool,
+    /// The first ending seen, a FIN or a death (`Ending::index`); [`NO_ENDING`] until then.
+    /// Written under the lock, read without it.
+    ending: AtomicU8,
     /// Serialises "read the socket, classify, latch", and guards the watched descriptor.
     inner: Mutex<Inner>,
     pub(crate) meta: Meta,
@@ -36,11 +40,15 @@ struct Case<'a> {
     known: Option<TcpInfo>,
 }
 
+/// [`Latch::ending`] before any ending.
+const NO_ENDING: u8 = u8::MAX;
+
 impl Latch {
     pub(crate) fn new(meta: Meta) -> Self {
         Self {
             verdict: OnceLock::new(),
             closed: AtomicBool::new(false),
+            ending: AtomicU8::new(NO_ENDING),
             inner: Mutex::new(Inner::default()),
             meta,
             context: report::Context::current(),
@@ -109,10 +117,44 @@ impl Latch {
         if let Some(waiters) = waiters {
             waiters.wake_all();
             if let Some(dead) = &dead {
-                report::dead_peer_detected(dead, None);
+                report::connection_ended(dead, None);
             }
         }
         dead
+    }
+
+    /// The peer's FIN, seen by a read's EOF on a connection the kernel keeps open: latches
+    /// [`Ending::Closed`] unless an ending is latched, wakes the `gone()` futures, then reports.
+    pub(crate) fn peer_closed(&self) {
+        let waiters = {
+            let mut inner = self.lock();
+            self.close_by_peer(&mut inner.waiters)
+        };
+        if let Some(waiters) = waiters {
+            waiters.wake_all();
+            report::peer_closed(
+                self.meta.peer_addr,
+                self.meta.local_addr,
+                self.meta.age(),
+                None,
+            );
+        }
+    }
+
+    /// Under the lock: latches [`Ending::Closed`] when no ending is, and takes out the waiters
+    /// of `gone()` to wake (`None` when this call latched nothing).
+    fn close_by_peer(&self, waiters: &mut Waiters) -> Option<Waiters> {
+        if self.ending.load(Ordering::Relaxed) != NO_ENDING || self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.ending.store(Ending::Closed.index(), Ordering::Release);
+        Some(waiters.take_gone())
+    }
+
+    /// The first ending seen, if any: the peer's FIN or a death.
+    #[inline]
+    pub(crate) fn ending(&self) -> Option<Ending> {
+        Ending::from_index(self.ending.load(Ordering::Acquire))
     }
 
     /// The verdict, under the lock: the death, and, when this call latched it, the waiters to
@@ -165,26 +207,36 @@ impl Latch {
             },
             None => Cause::Aborted,
         };
-        let idle_for = match observer {
-            // `tcpi_last_data_recv` of a connection that died before deadpeer saw it may
-            // count from before it was ever established: not an idle time to report.
+        let info = match observer {
+            // `TCP_INFO` of a connection that died before deadpeer saw it may count from
+            // before it was ever established: not the moment of death to report.
             Observer::Wrap { .. } => None,
-            _ => info.map(|i| i.last_data_recv),
+            _ => info,
         };
+        let ending = classify::ending_of(cause, info.as_ref());
         let dead = DeadPeer::new(Details {
             cause,
             peer_addr: self.meta.peer_addr,
             local_addr: self.meta.local_addr,
             connected_for: self.meta.age(),
-            idle_for,
+            idle_for: info.map(|i| i.last_data_recv),
             policy: self.meta.policy,
             raw_os_error: errno,
+            ending,
+            tcp_info: info,
         });
         // Under the lock no other verdict is in progress, so this latches. The death is
         // latched and its waiters taken before anything outside deadpeer runs: the event and
         // the metrics follow, with the lock released.
         recent::remember(&dead);
         let dead = self.verdict.get_or_init(|| dead).clone();
+        // The first ending, unless the peer's FIN came first.
+        let _ = self.ending.compare_exchange(
+            NO_ENDING,
+            ending.index(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
         (Some(dead), Some(std::mem::take(waiters)))
     }
 
@@ -235,24 +287,36 @@ impl Latch {
 }
 
 impl OnError for Latch {
-    fn on_error(&self) -> Option<Report> {
+    fn on_error(&self, peer_closed: bool) -> Option<Report> {
         let (dead, waiters) = {
             let mut guard = self.lock();
             let Inner { socket, waiters } = &mut *guard;
             // Released: the stream is gone, and so is the socket.
-            socket.with(|socket| {
+            let (dead, woken) = socket.with(|socket| {
                 let case = Case {
                     socket,
                     observer: Observer::Reaper,
                     known: None,
                 };
                 self.judge(waiters, case)
-            })?
+            })?;
+            match (dead, woken) {
+                // No death: the peer's FIN (`EPOLLRDHUP`), or our own shutdown completed.
+                (None, _) if peer_closed => (None, self.close_by_peer(waiters)),
+                other => other,
+            }
         };
         waiters?.wake_all();
-        let (dead, context) = (dead?, self.context.clone());
-        Some(Box::new(move || {
-            report::dead_peer_detected(&dead, Some(&context));
-        }))
+        let context = self.context.clone();
+        Some(match dead {
+            Some(dead) => Box::new(move || report::connection_ended(&dead, Some(&context))),
+            None => {
+                let meta = self.meta;
+                let age = meta.age();
+                Box::new(move || {
+                    report::peer_closed(meta.peer_addr, meta.local_addr, age, Some(&context));
+                })
+            }
+        })
     }
 }

@@ -49,6 +49,8 @@ pub(crate) use self::latch::Latch;
 #[cfg(feature = "tokio")]
 pub(crate) use self::owner::Owner;
 #[cfg(feature = "tokio")]
+pub(crate) use self::waiters::Until;
+#[cfg(feature = "tokio")]
 use crate::KeepalivePolicy;
 
 /// What a death report says about its connection, captured when the stream is wrapped.

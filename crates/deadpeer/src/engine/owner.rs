@@ -69,11 +69,16 @@ impl Owner {
         dead.map_or(err, io::Error::from)
     }
 
-    /// End of file: a FIN, or what follows a death (whose error someone else may have taken).
-    /// One `TCP_INFO` read, once per connection.
+    /// End of file: what follows a death (whose error someone else may have taken), or else
+    /// the peer's FIN, which latches [`Ending::Closed`](crate::Ending::Closed) for `gone()`.
     pub(crate) fn on_eof(&self, socket: &TcpStream) -> io::Result<()> {
-        self.verdict(socket, None)
-            .map_or(Ok(()), |dead| Err(dead.into()))
+        match self.verdict(socket, None) {
+            Some(dead) => Err(dead.into()),
+            None => {
+                self.latch().peer_closed();
+                Ok(())
+            }
+        }
     }
 
     fn verdict(&self, socket: &TcpStream, seen: Option<i32>) -> Option<DeadPeer> {

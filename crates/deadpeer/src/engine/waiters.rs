@@ -1,9 +1,9 @@
-//! The wakers of a connection's pending `Dead` futures.
+//! The wakers of a connection's pending `Dead` and `Gone` futures.
 
 use std::task::Waker;
 
-/// The wakers of pending `Dead` futures, by slot. Most connections have one watcher, kept
-/// without an allocation.
+/// The wakers of pending `Dead` and `Gone` futures, by slot. Most connections have one watcher,
+/// kept without an allocation.
 #[derive(Default)]
 pub(crate) enum Waiters {
     #[default]
@@ -14,22 +14,40 @@ pub(crate) enum Waiters {
     Many(Vec<Slot>),
 }
 
-/// One `Dead` future's place among the waiters.
+/// One future's place among the waiters.
 #[derive(Default)]
 pub(crate) enum Slot {
     /// Nobody's: free to take.
     #[default]
     Free,
-    /// Taken by a future waiting with this waker.
-    Waiting(Waker),
+    /// Taken by a `Dead` future waiting with this waker: woken by a death or a close.
+    Dead(Waker),
+    /// Taken by a `Gone` future waiting with this waker: woken by the peer's FIN too.
+    Gone(Waker),
     /// Taken by a future that was woken (and has not polled again).
     Woken,
 }
 
+/// What a waiting future waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// A death or a close: `Liveness::dead`.
+    Dead,
+    /// Any ending, a FIN included, or a close: `Liveness::gone`.
+    Gone,
+}
+
 impl Slot {
+    fn waiting(waker: &Waker, until: Until) -> Slot {
+        match until {
+            Until::Dead => Slot::Dead(waker.clone()),
+            Until::Gone => Slot::Gone(waker.clone()),
+        }
+    }
+
     fn take_waker(&mut self) -> Option<Waker> {
         match std::mem::replace(self, Slot::Woken) {
-            Slot::Waiting(w) => Some(w),
+            Slot::Dead(w) | Slot::Gone(w) => Some(w),
             Slot::Woken => None,
             Slot::Free => {
                 *self = Slot::Free;
@@ -37,19 +55,27 @@ impl Slot {
             }
         }
     }
+
+    /// The waker of a `Gone` future, leaving the slot taken (woken); `None` for any other.
+    fn take_gone(&mut self) -> Option<Waker> {
+        match self {
+            Slot::Gone(_) => self.take_waker(),
+            _ => None,
+        }
+    }
 }
 
 impl Waiters {
-    /// Takes a free slot for `waker` and returns it.
-    pub(crate) fn join(&mut self, waker: &Waker) -> usize {
+    /// Takes a free slot for `waker`, waiting `until`, and returns it.
+    pub(crate) fn join(&mut self, waker: &Waker, until: Until) -> usize {
         match self {
             Waiters::None => {
-                *self = Waiters::One(Slot::Waiting(waker.clone()));
+                *self = Waiters::One(Slot::waiting(waker, until));
                 0
             }
             Waiters::One(first) => {
                 let first = std::mem::take(first);
-                *self = Waiters::Many(vec![first, Slot::Waiting(waker.clone())]);
+                *self = Waiters::Many(vec![first, Slot::waiting(waker, until)]);
                 1
             }
             Waiters::Many(slots) => {
@@ -60,14 +86,14 @@ impl Waiters {
                         slots.push(Slot::Free);
                         slots.len() - 1
                     });
-                slots[i] = Slot::Waiting(waker.clone());
+                slots[i] = Slot::waiting(waker, until);
                 i
             }
         }
     }
 
-    /// Refreshes the waker of slot `i`.
-    pub(crate) fn update(&mut self, i: usize, waker: &Waker) {
+    /// Refreshes the waker of slot `i`, waiting `until`.
+    pub(crate) fn update(&mut self, i: usize, waker: &Waker, until: Until) {
         let slot = match self {
             Waiters::One(slot) if i == 0 => slot,
             Waiters::Many(slots) => match slots.get_mut(i) {
@@ -76,8 +102,13 @@ impl Waiters {
             },
             _ => return,
         };
-        if !matches!(slot, Slot::Waiting(w) if w.will_wake(waker)) {
-            *slot = Slot::Waiting(waker.clone());
+        let current = match slot {
+            Slot::Dead(w) if until == Until::Dead => Some(w),
+            Slot::Gone(w) if until == Until::Gone => Some(w),
+            _ => None,
+        };
+        if !current.is_some_and(|w| w.will_wake(waker)) {
+            *slot = Slot::waiting(waker, until);
         }
     }
 
@@ -91,6 +122,31 @@ impl Waiters {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Takes out the wakers of the `Gone` futures (the peer closed; `Dead` futures wait on), to
+    /// be woken with [`wake_all`](Self::wake_all) once the lock is released. Their slots stay
+    /// taken, as woken.
+    pub(crate) fn take_gone(&mut self) -> Waiters {
+        match self {
+            Waiters::None => Waiters::None,
+            Waiters::One(slot) => match slot.take_gone() {
+                Some(w) => Waiters::One(Slot::Gone(w)),
+                None => Waiters::None,
+            },
+            Waiters::Many(slots) => {
+                let woken: Vec<_> = slots
+                    .iter_mut()
+                    .filter_map(Slot::take_gone)
+                    .map(Slot::Gone)
+                    .collect();
+                if woken.is_empty() {
+                    Waiters::None
+                } else {
+                    Waiters::Many(woken)
+                }
+            }
         }
     }
 
@@ -142,15 +198,15 @@ mod tests {
             Waker::from(c.clone()),
         );
         let mut w = Waiters::default();
-        assert_eq!(w.join(&wa), 0);
-        assert!(matches!(w, Waiters::One(Slot::Waiting(_))));
-        assert_eq!(w.join(&wb), 1);
-        assert_eq!(w.join(&wb), 2);
+        assert_eq!(w.join(&wa, Until::Dead), 0);
+        assert!(matches!(w, Waiters::One(Slot::Dead(_))));
+        assert_eq!(w.join(&wb, Until::Dead), 1);
+        assert_eq!(w.join(&wb, Until::Dead), 2);
         w.leave(1);
-        assert_eq!(w.join(&wc), 1, "the freed slot is taken again");
+        assert_eq!(w.join(&wc, Until::Dead), 1, "the freed slot is taken again");
         w.leave(2);
-        w.update(0, &wc);
-        w.update(7, &wa); // no such slot: nothing happens
+        w.update(0, &wc, Until::Dead);
+        w.update(7, &wa, Until::Dead); // no such slot: nothing happens
         w.wake_all();
         assert_eq!(a.0.load(Ordering::SeqCst), 0, "replaced by update");
         assert_eq!(b.0.load(Ordering::SeqCst), 0, "its slot was freed");
@@ -163,8 +219,8 @@ mod tests {
             }
         }
         let mut w = Waiters::default();
-        w.join(&Waker::from(Arc::new(Panics)));
-        w.join(&wa);
+        w.join(&Waker::from(Arc::new(Panics)), Until::Dead);
+        w.join(&wa, Until::Dead);
         w.wake_all();
         assert_eq!(
             a.0.load(Ordering::SeqCst),
@@ -177,10 +233,35 @@ mod tests {
     fn leaving_the_only_slot_empties_the_waiters() {
         let waker = Waker::from(Arc::new(Count::default()));
         let mut w = Waiters::default();
-        w.join(&waker);
+        w.join(&waker, Until::Dead);
         w.leave(0);
         assert!(matches!(w, Waiters::None));
         w.leave(0);
         assert!(matches!(w, Waiters::None));
+    }
+
+    /// A FIN wakes the `Gone` futures only; their slots stay taken, and a later death wakes
+    /// the `Dead` ones and no `Gone` future twice.
+    #[test]
+    fn a_fin_wakes_gone_futures_only() {
+        let (dead, gone) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (wd, wg) = (Waker::from(dead.clone()), Waker::from(gone.clone()));
+        let mut w = Waiters::default();
+        assert_eq!(w.join(&wg, Until::Gone), 0);
+        w.take_gone().wake_all();
+        assert_eq!(gone.0.load(Ordering::SeqCst), 1);
+        assert_eq!(w.join(&wd, Until::Dead), 1, "the woken slot stays taken");
+        assert_eq!(w.join(&wg, Until::Gone), 2);
+        w.take_gone().wake_all();
+        assert_eq!(gone.0.load(Ordering::SeqCst), 2);
+        assert_eq!(dead.0.load(Ordering::SeqCst), 0, "a FIN woke a Dead future");
+        w.update(1, &wd, Until::Dead);
+        std::mem::take(&mut w).wake_all();
+        assert_eq!(dead.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            gone.0.load(Ordering::SeqCst),
+            2,
+            "a woken Gone future woken again"
+        );
     }
 }

@@ -20,41 +20,102 @@ fn secs(d: Duration) -> f64 {
     d.as_millis() as f64 / 1000.0
 }
 
+/// A duration as a number of seconds, to the microsecond (`0.000052`), for round-trip times.
+#[cfg(feature = "tracing")]
+fn micros(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1_000_000.0
+}
+
 /// `network.type` of an address: `ipv4` or `ipv6` (an IPv4-mapped address is already IPv4).
 fn network_type(addr: SocketAddr) -> &'static str {
     if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
-/// WARN `dead peer detected`, in `context` when given (the reaper thread's report), else in the
+/// The event of a connection the kernel closed: WARN `dead peer detected` for a death
+/// ([`Ending::is_death`](crate::Ending::is_death)), DEBUG `connection ended` for an
+/// application's abort; in `context` when given (the reaper thread's report), else in the
 /// current one.
-pub(super) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
+pub(super) fn connection_ended(dead: &DeadPeer, context: Option<&Context>) {
     #[cfg(feature = "tracing")]
     match context {
-        Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_dead_peer(dead)),
-        None => emit_dead_peer(dead),
+        Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_ended(dead)),
+        None => emit_ended(dead),
     }
 }
 
+/// One event, WARN or DEBUG, with every field of a `DeadPeer`.
 #[cfg(feature = "tracing")]
-fn emit_dead_peer(dead: &DeadPeer) {
-    let (peer, local) = (dead.peer_addr(), dead.local_addr());
-    tracing::warn!(
-        target: "deadpeer",
-        {
-            "network.peer.address" = peer.map(|a| display(a.ip())),
-            "network.peer.port" = peer.map(|a| a.port()),
-            "network.local.address" = local.map(|a| display(a.ip())),
-            "network.local.port" = local.map(|a| a.port()),
-            "network.transport" = "tcp",
-            "network.type" = peer.or(local).map(network_type),
-            "error.type" = dead.cause().as_str(),
-            connected_for_s = secs(dead.connected_for()),
-            idle_for_s = dead.idle_for().map(secs),
-            policy = dead.policy().map(display),
-            errno = dead.raw_os_error(),
-        },
-        "dead peer detected"
-    );
+macro_rules! ended_event {
+    ($level:ident, $dead:expr, $message:literal) => {{
+        let dead: &DeadPeer = $dead;
+        let (peer, local, info) = (dead.peer_addr(), dead.local_addr(), dead.tcp_info());
+        tracing::$level!(
+            target: "deadpeer",
+            {
+                "network.peer.address" = peer.map(|a| display(a.ip())),
+                "network.peer.port" = peer.map(|a| a.port()),
+                "network.local.address" = local.map(|a| display(a.ip())),
+                "network.local.port" = local.map(|a| a.port()),
+                "network.transport" = "tcp",
+                "network.type" = peer.or(local).map(network_type),
+                "error.type" = dead.cause().as_str(),
+                "deadpeer.ending" = dead.ending().as_str(),
+                connected_for_s = secs(dead.connected_for()),
+                idle_for_s = dead.idle_for().map(secs),
+                policy = dead.policy().map(display),
+                errno = dead.raw_os_error(),
+                "tcp.rtt_s" = info.map(|i| micros(i.rtt)),
+                "tcp.rto_s" = info.map(|i| secs(i.rto)),
+                "tcp.retransmits" = info.map(|i| i.retransmits),
+                "tcp.probes" = info.map(|i| i.probes),
+                "tcp.unacked" = info.map(|i| i.unacked),
+                "tcp.last_data_sent_s" = info.map(|i| secs(i.last_data_sent)),
+                "tcp.snd_wnd" = info.and_then(|i| i.snd_wnd),
+            },
+            $message
+        )
+    }};
+}
+
+#[cfg(feature = "tracing")]
+fn emit_ended(dead: &DeadPeer) {
+    if dead.ending().is_death() {
+        ended_event!(warn, dead, "dead peer detected");
+    } else {
+        ended_event!(debug, dead, "connection ended");
+    }
+}
+
+/// DEBUG `connection ended` with `deadpeer.ending` `closed`: the peer's FIN.
+pub(super) fn peer_closed(
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    connected_for: Duration,
+    context: Option<&Context>,
+) {
+    #[cfg(feature = "tracing")]
+    {
+        let emit = || {
+            tracing::debug!(
+                target: "deadpeer",
+                {
+                    "network.peer.address" = peer.map(|a| display(a.ip())),
+                    "network.peer.port" = peer.map(|a| a.port()),
+                    "network.local.address" = local.map(|a| display(a.ip())),
+                    "network.local.port" = local.map(|a| a.port()),
+                    "network.transport" = "tcp",
+                    "network.type" = peer.or(local).map(network_type),
+                    "deadpeer.ending" = crate::Ending::Closed.as_str(),
+                    connected_for_s = secs(connected_for),
+                },
+                "connection ended"
+            );
+        };
+        match context {
+            Some(c) => tracing::dispatcher::with_default(&c.dispatch, emit),
+            None => emit(),
+        }
+    }
 }
 
 /// DEBUG `keepalive applied`.
@@ -246,8 +307,18 @@ mod tests {
             idle_for: Some(Duration::from_millis(4080)),
             policy: Some(KeepalivePolicy::FAST),
             raw_os_error: Some(libc::ETIMEDOUT),
+            ending: crate::Ending::Vanished,
+            tcp_info: Some(crate::TcpInfo {
+                state: crate::TcpInfo::CLOSE,
+                probes: 3,
+                rtt: Duration::from_micros(52),
+                rto: Duration::from_millis(204),
+                last_data_sent: Duration::from_millis(4100),
+                snd_wnd: Some(65536),
+                ..Default::default()
+            }),
         });
-        dead_peer_detected(&dead, None);
+        connection_ended(&dead, None);
         let unknown = DeadPeer::new(Details {
             cause: Cause::Reset,
             peer_addr: None,
@@ -256,8 +327,10 @@ mod tests {
             idle_for: None,
             policy: None,
             raw_os_error: None,
+            ending: crate::Ending::Forgot,
+            tcp_info: None,
         });
-        dead_peer_detected(&unknown, None);
+        connection_ended(&unknown, None);
 
         let got = events.with_message("dead peer detected");
         assert_eq!(got.len(), 2, "{:#?}", events.all());
@@ -274,6 +347,15 @@ mod tests {
         assert_eq!(e["idle_for_s"], "4.08");
         assert_eq!(e["policy"], KeepalivePolicy::FAST.to_string());
         assert_eq!(e["errno"], libc::ETIMEDOUT.to_string());
+        assert_eq!(e["deadpeer.ending"], "vanished");
+        assert_eq!(e["tcp.rtt_s"].parse::<f64>().ok(), Some(0.000_052));
+        assert_eq!(e["tcp.rto_s"], "0.204");
+        assert_eq!(e["tcp.probes"], "3");
+        assert_eq!(e["tcp.retransmits"], "0");
+        assert_eq!(e["tcp.unacked"], "0");
+        assert_eq!(e["tcp.last_data_sent_s"], "4.1");
+        assert_eq!(e["tcp.snd_wnd"], "65536");
+        assert_eq!(got[0].level, tracing::Level::WARN);
 
         let e = &got[1].fields;
         for absent in [
@@ -284,10 +366,47 @@ mod tests {
             "idle_for_s",
             "policy",
             "errno",
+            "tcp.rtt_s",
+            "tcp.snd_wnd",
         ] {
             assert!(!e.contains_key(absent), "{absent} in {e:#?}");
         }
         assert_eq!(e["error.type"], "reset");
+        assert_eq!(e["deadpeer.ending"], "forgot");
         assert_eq!(e["connected_for_s"], "0.0");
+    }
+
+    /// An application's abort and a clean close are DEBUG `connection ended`, not alarms.
+    #[test]
+    fn an_abort_and_a_close_are_debug_events() {
+        let (events, _guard) = crate::report::capture::capture();
+        let aborted = DeadPeer::new(Details {
+            cause: Cause::Reset,
+            peer_addr: Some("10.0.0.2:80".parse().unwrap()),
+            local_addr: None,
+            connected_for: Duration::from_secs(1),
+            idle_for: None,
+            policy: None,
+            raw_os_error: Some(libc::ECONNRESET),
+            ending: crate::Ending::Aborted,
+            tcp_info: None,
+        });
+        connection_ended(&aborted, None);
+        peer_closed(
+            Some("10.0.0.3:80".parse().unwrap()),
+            Some("10.0.0.1:5000".parse().unwrap()),
+            Duration::from_millis(2500),
+            None,
+        );
+        assert!(events.with_message("dead peer detected").is_empty());
+        let got = events.with_message("connection ended");
+        assert_eq!(got.len(), 2, "{:#?}", events.all());
+        assert!(got.iter().all(|e| e.level == tracing::Level::DEBUG));
+        assert_eq!(got[0].fields["deadpeer.ending"], "aborted");
+        assert_eq!(got[0].fields["error.type"], "reset");
+        assert_eq!(got[1].fields["deadpeer.ending"], "closed");
+        assert_eq!(got[1].fields["network.peer.address"], "10.0.0.3");
+        assert_eq!(got[1].fields["connected_for_s"], "2.5");
+        assert!(!got[1].fields.contains_key("error.type"));
     }
 }

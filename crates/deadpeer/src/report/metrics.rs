@@ -7,11 +7,12 @@ use std::io;
 use ::metrics::{Key, Label, Level, Metadata};
 
 use super::Direction;
+use crate::ending::Ending;
 use crate::error::DeadPeer;
 use crate::metrics::{
     APPLY_FAILURES, DEAD_CONNECTION_DURATION, DEAD_CONNECTION_IDLE_DURATION, DEAD_CONNECTIONS,
-    DIRECTION, ERROR_TYPE, OPENED_CONNECTIONS, REAPER_RESTARTS, WATCH_FAILURES,
-    WATCHED_CONNECTIONS,
+    DIRECTION, ENDED_CONNECTIONS, ENDING, ERROR_TYPE, OPENED_CONNECTIONS, REAPER_RESTARTS,
+    WATCH_FAILURES, WATCHED_CONNECTIONS,
 };
 use crate::sys;
 
@@ -32,22 +33,50 @@ fn by_error_type(name: &'static str, error_type: &'static str) -> Key {
     Key::from_parts(name, vec![Label::from_static_parts(ERROR_TYPE, error_type)])
 }
 
-/// The death's counter and histograms.
-pub(super) fn death(dead: &DeadPeer) {
-    let cause = dead.cause().as_str();
+/// A key with the labels `error.type` and `deadpeer.ending` (a death: rare, so built each time).
+fn by_death(name: &'static str, dead: &DeadPeer) -> Key {
+    Key::from_parts(
+        name,
+        vec![
+            Label::from_static_parts(ERROR_TYPE, dead.cause().as_str()),
+            Label::from_static_parts(ENDING, dead.ending().as_str()),
+        ],
+    )
+}
+
+/// The ending's count, and, for a death, its counter and histograms.
+pub(super) fn ended(dead: &DeadPeer) {
+    ending(dead.ending());
+    if !dead.ending().is_death() {
+        return;
+    }
     ::metrics::with_recorder(|r| {
-        r.register_counter(&by_error_type(DEAD_CONNECTIONS, cause), &METADATA)
+        r.register_counter(&by_death(DEAD_CONNECTIONS, dead), &METADATA)
             .increment(1);
-        r.register_histogram(&by_error_type(DEAD_CONNECTION_DURATION, cause), &METADATA)
+        r.register_histogram(&by_death(DEAD_CONNECTION_DURATION, dead), &METADATA)
             .record(dead.connected_for().as_secs_f64());
         if let Some(idle) = dead.idle_for() {
-            r.register_histogram(
-                &by_error_type(DEAD_CONNECTION_IDLE_DURATION, cause),
-                &METADATA,
-            )
-            .record(idle.as_secs_f64());
+            r.register_histogram(&by_death(DEAD_CONNECTION_IDLE_DURATION, dead), &METADATA)
+                .record(idle.as_secs_f64());
         }
     });
+}
+
+/// The key of each ending's count, built once.
+static ENDING_LABELS: [[Label; 1]; 6] = [
+    [Label::from_static_parts(ENDING, "closed")],
+    [Label::from_static_parts(ENDING, "aborted")],
+    [Label::from_static_parts(ENDING, "forgot")],
+    [Label::from_static_parts(ENDING, "vanished")],
+    [Label::from_static_parts(ENDING, "refused")],
+    [Label::from_static_parts(ENDING, "stalled")],
+];
+
+/// +1 on `deadpeer.ended_connections{deadpeer.ending}`.
+pub(super) fn ending(ending: Ending) {
+    let labels = &ENDING_LABELS[usize::from(ending.index())];
+    let key = Key::from_static_parts(ENDED_CONNECTIONS, labels);
+    ::metrics::with_recorder(|r| r.register_counter(&key, &METADATA).increment(1));
 }
 
 pub(super) fn apply_failed(error: &io::Error) {
@@ -116,6 +145,14 @@ mod tests {
             io_error_type(&io::Error::from_raw_os_error(libc::EMFILE)),
             "too_many_open_files"
         );
+    }
+
+    #[test]
+    fn ending_labels_follow_the_endings() {
+        for e in Ending::ALL {
+            let label = &ENDING_LABELS[usize::from(e.index())][0];
+            assert_eq!((label.key(), label.value()), (ENDING, e.as_str()));
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod metrics;
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[cfg(any(feature = "axum", feature = "rustls"))]
 pub(crate) use self::events::accept_failed;
@@ -54,21 +55,45 @@ fn isolated(f: impl FnOnce()) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
-/// WARN `dead peer detected`, in `context` when given (the reaper thread's report), else in the
-/// current one; and the death's metrics. Called once per death, after it was latched and its
-/// waiters woken. On the reaper thread (`context` given) each callout is isolated: a panicking
-/// subscriber or recorder loses its own report, and nothing else.
-pub(crate) fn dead_peer_detected(dead: &DeadPeer, context: Option<&Context>) {
+/// The event and metrics of a connection the kernel closed: WARN `dead peer detected` and the
+/// death's metrics for a death, DEBUG `connection ended` for an application's abort, in
+/// `context` when given (the reaper thread's report), else in the current one. Called once per
+/// `DeadPeer`, after it was latched and its waiters woken. On the reaper thread (`context`
+/// given) each callout is isolated: a panicking subscriber or recorder loses its own report,
+/// and nothing else.
+pub(crate) fn connection_ended(dead: &DeadPeer, context: Option<&Context>) {
     match context {
         Some(c) => {
-            isolated(|| events::dead_peer_detected(dead, Some(c)));
+            isolated(|| events::connection_ended(dead, Some(c)));
             #[cfg(feature = "metrics")]
-            isolated(|| metrics::death(dead));
+            isolated(|| metrics::ended(dead));
         }
         None => {
-            events::dead_peer_detected(dead, None);
+            events::connection_ended(dead, None);
             #[cfg(feature = "metrics")]
-            metrics::death(dead);
+            metrics::ended(dead);
+        }
+    }
+}
+
+/// DEBUG `connection ended` (`closed`) and its count: the peer's FIN, latched once per
+/// connection, after the `gone()` futures were woken.
+pub(crate) fn peer_closed(
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    connected_for: Duration,
+    context: Option<&Context>,
+) {
+    match context {
+        Some(c) => {
+            isolated(|| events::peer_closed(peer, local, connected_for, Some(c)));
+            #[cfg(feature = "metrics")]
+            isolated(|| metrics::ending(crate::Ending::Closed));
+        }
+        None => {
+            events::peer_closed(peer, local, connected_for, None);
+            #[cfg(feature = "metrics")]
+            metrics::ending(crate::Ending::Closed);
         }
     }
 }

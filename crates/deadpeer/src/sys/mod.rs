@@ -142,6 +142,8 @@ pub struct TcpInfo {
     pub unacked: u32,
     /// `tcpi_last_data_recv`: time since data was last received.
     pub last_data_recv: Duration,
+    /// `tcpi_last_data_sent`: time since data was last sent.
+    pub last_data_sent: Duration,
     /// `tcpi_last_ack_recv`: time since an ACK (including a probe's answer) was last received.
     pub last_ack_recv: Duration,
     /// `tcpi_rtt`: smoothed round-trip time.

@@ -89,6 +89,7 @@ pub(crate) fn tcp_info(fd: Borrowed<'_>) -> io::Result<TcpInfo> {
         retransmits: raw.tcpi_retransmits,
         unacked: raw.tcpi_unacked,
         last_data_recv: ms(raw.tcpi_last_data_recv),
+        last_data_sent: ms(raw.tcpi_last_data_sent),
         last_ack_recv: ms(raw.tcpi_last_ack_recv),
         rtt: Duration::from_micros(raw.tcpi_rtt.into()),
         rto: Duration::from_micros(raw.tcpi_rto.into()),

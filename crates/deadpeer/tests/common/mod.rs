@@ -110,13 +110,49 @@ pub fn events_settled(
     }
 }
 
-/// Asserts exactly one `dead peer detected` event, for `dead`, with every fixed field.
+/// Asserts exactly one event for `dead`, with every fixed field: WARN `dead peer detected` for
+/// a death ([`Ending::is_death`](deadpeer::Ending::is_death)), else DEBUG `connection ended`;
+/// and none of the other kind.
 #[track_caller]
 pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
-    let detected = events_settled(events, "dead peer detected", 1);
+    let (message, level, other) = if dead.ending().is_death() {
+        (
+            "dead peer detected",
+            tracing::Level::WARN,
+            "connection ended",
+        )
+    } else {
+        (
+            "connection ended",
+            tracing::Level::DEBUG,
+            "dead peer detected",
+        )
+    };
+    // A clean close (`closed`) is its own `connection ended` event, not this death's: wait for
+    // `n` events besides those (or 2 s).
+    let of_death = |message: &str, n: usize| -> Vec<_> {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let got: Vec<_> = events
+                .with_message(message)
+                .into_iter()
+                .filter(|e| e.fields.get("deadpeer.ending").map(String::as_str) != Some("closed"))
+                .collect();
+            if got.len() >= n || std::time::Instant::now() >= until {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let detected = of_death(message, 1);
     assert_eq!(detected.len(), 1, "{dead}: {:#?}", events.all());
+    assert!(
+        of_death(other, 0).is_empty(),
+        "{dead}: an event of the other kind: {:#?}",
+        events.all()
+    );
     let e = &detected[0];
-    assert_eq!(e.level, tracing::Level::WARN);
+    assert_eq!(e.level, level);
     assert_eq!(e.target, "deadpeer");
     for field in [
         "network.peer.address",
@@ -126,6 +162,7 @@ pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
         "network.transport",
         "network.type",
         "error.type",
+        "deadpeer.ending",
         "connected_for_s",
         "idle_for_s",
         "policy",
@@ -134,6 +171,7 @@ pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
         assert!(e.fields.contains_key(field), "missing {field} in {e:#?}");
     }
     assert_eq!(e.fields["error.type"], dead.cause().as_str());
+    assert_eq!(e.fields["deadpeer.ending"], dead.ending().as_str());
     assert_eq!(e.fields["network.transport"], "tcp");
     let peer = dead.peer_addr().expect("a lab connection knows its peer");
     assert_eq!(e.fields["network.peer.address"], peer.ip().to_string());
@@ -144,6 +182,16 @@ pub fn assert_one_event(events: &Events, dead: &DeadPeer) {
     assert_eq!(e.fields["connected_for_s"], seconds(dead.connected_for()));
     if let Some(idle) = dead.idle_for() {
         assert_eq!(e.fields["idle_for_s"], seconds(idle));
+    }
+    if let Some(info) = dead.tcp_info() {
+        assert_eq!(e.fields["tcp.probes"], info.probes.to_string());
+        assert_eq!(e.fields["tcp.retransmits"], info.retransmits.to_string());
+        assert_eq!(e.fields["tcp.unacked"], info.unacked.to_string());
+        assert_eq!(e.fields["tcp.rto_s"], seconds(info.rto));
+        assert_eq!(
+            e.fields["tcp.last_data_sent_s"],
+            seconds(info.last_data_sent)
+        );
     }
     assert_eq!(
         e.fields["errno"],

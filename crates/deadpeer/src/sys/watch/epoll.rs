@@ -2,12 +2,12 @@
 //! `epoll_wait` on it, that tells a watched connection the moment the kernel kills it.
 //!
 //! Each watched socket is registered with its **own** descriptor (no duplicate) and an event mask
-//! of nothing but `EPOLLET`. The kernel always adds `EPOLLERR|EPOLLHUP` to a registration, so the
-//! instance reports exactly those, once per wake-up of the socket: when the kernel closes the
-//! connection with an error, or when a locally shut-down connection finishes closing. Data,
-//! window updates and a peer's FIN wake the socket with `EPOLLIN`/`EPOLLOUT` keys, which the
-//! registration filters out in the kernel: the data path never wakes this thread, and no timer
-//! runs (docs/kernel.md, "Error-only epoll").
+//! of `EPOLLRDHUP | EPOLLET`. The kernel always adds `EPOLLERR|EPOLLHUP` to a registration, so the
+//! instance reports exactly those and the peer's FIN, once per wake-up of the socket: when the
+//! peer closes its side, when the kernel closes the connection with an error, or when a locally
+//! shut-down connection finishes closing. Data and window updates wake the socket with
+//! `EPOLLIN`/`EPOLLOUT` keys, which the registration filters out in the kernel: the data path
+//! never wakes this thread, and no timer runs (docs/kernel.md, "Error-only epoll").
 //!
 //! The thread never touches a socket itself: an event carries a slot key (index and generation),
 //! the slot holds a `Weak` reference to whoever watches, and the watcher reads the socket under
@@ -189,7 +189,7 @@ impl Reaper {
 
     fn ctl(&self, op: libc::c_int, fd: BorrowedFd<'_>, key: u64) -> io::Result<()> {
         let mut event = libc::epoll_event {
-            events: libc::EPOLLET as u32,
+            events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
             u64: key,
         };
         // SAFETY: both descriptors are open for the call (`fd` is borrowed, the epoll instance
@@ -228,7 +228,7 @@ fn run(epoll: RawFd) {
     const BATCH: usize = 64;
     let _running = Running;
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    let mut targets: Vec<Arc<dyn OnError>> = Vec::with_capacity(BATCH);
+    let mut targets: Vec<(Arc<dyn OnError>, bool)> = Vec::with_capacity(BATCH);
     let mut reports: VecDeque<Report> = VecDeque::new();
     let Some(reaper) = REAPER.get() else { return };
     loop {
@@ -243,13 +243,15 @@ fn run(epoll: RawFd) {
             let table = reaper.table();
             for event in &events[..n] {
                 if let Some(target) = table.get(event.u64) {
-                    targets.push(target);
+                    let peer_closed = event.events & libc::EPOLLRDHUP as u32 != 0;
+                    targets.push((target, peer_closed));
                 }
             }
         }
-        for target in targets.drain(..) {
+        for (target, peer_closed) in targets.drain(..) {
             // A panic here (a waker's) is the watcher's alone: the verdict was latched first.
-            if let Ok(Some(report)) = catch_unwind(AssertUnwindSafe(|| target.on_error())) {
+            let told = catch_unwind(AssertUnwindSafe(|| target.on_error(peer_closed)));
+            if let Ok(Some(report)) = told {
                 reports.push_back(report);
             }
         }
@@ -280,11 +282,15 @@ mod tests {
     /// Makes the reaper thread panic outside every callout, once, after its next batch.
     pub(super) static DIE_NEXT: AtomicBool = AtomicBool::new(false);
 
+    /// Counts the events, and those that carried the peer's FIN.
     #[derive(Default)]
-    struct Count(AtomicUsize);
+    struct Count(AtomicUsize, AtomicUsize);
     impl OnError for Count {
-        fn on_error(&self) -> Option<Report> {
+        fn on_error(&self, peer_closed: bool) -> Option<Report> {
             self.0.fetch_add(1, Ordering::SeqCst);
+            if peer_closed {
+                self.1.fetch_add(1, Ordering::SeqCst);
+            }
             None
         }
     }
@@ -401,6 +407,38 @@ mod tests {
         assert!(!w.is_watching());
         w.release(None);
         assert!(!w.is_watching(), "a second release is a no-op");
+    }
+
+    /// The peer's FIN reaches the watcher once, marked as such; data before and after it does
+    /// not, and the reset that follows comes as its own event.
+    #[test]
+    fn a_fin_reaches_the_watcher_once_and_data_does_not() {
+        use std::io::Write;
+        let (client, mut server) = pair();
+        let count = Arc::new(Count::default());
+        let weak: Weak<dyn OnError> = Arc::downgrade(&(count.clone() as Arc<dyn OnError>));
+        let mut w = WatchedFd::default();
+        w.watch(client.as_fd(), weak, NO_REPORT).unwrap();
+        for _ in 0..10 {
+            server.write_all(b"data").unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "data woke the reaper");
+        server.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(wait_for(&count, 1), "the FIN was not reported");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "one FIN, one event");
+        assert_eq!(
+            count.1.load(Ordering::SeqCst),
+            1,
+            "the event did not carry RDHUP"
+        );
+        reset(server);
+        assert!(
+            wait_for(&count, 2),
+            "the reset after the FIN was not reported"
+        );
+        w.release(Some(client.as_fd()));
     }
 
     /// The invariant behind `with`: once released, a slot never reaches its old watcher, even

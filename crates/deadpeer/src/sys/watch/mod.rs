@@ -26,11 +26,12 @@ pub(crate) type Report = Box<dyn FnOnce() + Send>;
 /// down this way, so that `sys` never names it.
 pub(crate) type OnReplaced = fn(Option<&io::Error>);
 
-/// Told when the kernel reports an error or hang-up on a watched socket.
+/// Told when the kernel reports an error, a hang-up or the peer's FIN on a watched socket.
 pub(crate) trait OnError: Send + Sync {
-    /// Runs on the reaper thread. It must be quick and must not block on I/O: latch the verdict,
+    /// Runs on the reaper thread; `peer_closed` says the event carried `EPOLLRDHUP` (the peer's
+    /// FIN was received, or the connection is gone). It must be quick and must not block on I/O: latch the verdict,
     /// wake the waiters, and return the report to make later, if any. It runs no code from
     /// outside deadpeer but wakers, and the reaper survives a panic in it.
     #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
-    fn on_error(&self) -> Option<Report>;
+    fn on_error(&self, peer_closed: bool) -> Option<Report>;
 }

@@ -67,7 +67,7 @@ mod tests {
 
     struct Nobody;
     impl OnError for Nobody {
-        fn on_error(&self) -> Option<Report> {
+        fn on_error(&self, _peer_closed: bool) -> Option<Report> {
             None
         }
     }
