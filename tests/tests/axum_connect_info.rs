@@ -137,5 +137,5 @@ async fn connect_info_socket_addr_and_liveness_together() {
         elapsed <= policy.detection_bound() + policy.timer_slack() + Duration::from_millis(100),
         "{elapsed:?}"
     );
-    assert_eq!(events.with_message("dead peer detected").len(), 1);
+    assert_eq!(events.settled("dead peer detected", 1).len(), 1);
 }

@@ -41,7 +41,7 @@ async fn sse_stream_ends_when_the_client_is_blackholed() {
     let latency = ended_at - start;
     deadpeer_testkit::assert_within_bound(latency, policy);
 
-    let detected = events.with_message("dead peer detected");
+    let detected = events.settled("dead peer detected", 1);
     assert_eq!(detected.len(), 1, "{detected:#?}");
     assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
 

@@ -90,7 +90,7 @@ async fn reap_layer_drops_a_handler_blocked_elsewhere_when_the_client_dies() {
     );
 
     blackhole_and_expect_reaped(&lab, policy, &mut dropped_rx, call).await;
-    assert_eq!(events.with_message("dead peer detected").len(), 1);
+    assert_eq!(events.settled("dead peer detected", 1).len(), 1);
 }
 
 #[tokio::test(flavor = "current_thread")]

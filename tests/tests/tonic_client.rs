@@ -140,7 +140,7 @@ async fn call_in_flight_over_https_to_a_blackholed_server_fails_within_the_bound
     let dead = DeadPeer::recover(&status).unwrap_or_else(|| panic!("no DeadPeer in {status:?}"));
     assert_eq!(dead.cause(), Cause::RetransmitTimeout, "{dead}");
     assert_eq!(dead.peer_addr(), Some(addr));
-    let detected = events.with_message("dead peer detected");
+    let detected = events.settled("dead peer detected", 1);
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
     assert_eq!(detected[0].fields["error.type"], "retransmit_timeout");
 }

@@ -199,7 +199,7 @@ async fn watch_over_tls_ends_when_its_client_dies() {
         panic!("{ended:?}");
     };
     assert_eq!(state, format!("dead {}", Cause::KeepaliveTimeout.as_str()));
-    let detected = events.with_message("dead peer detected");
+    let detected = events.settled("dead peer detected", 1);
     assert_eq!(detected.len(), 1, "{:#?}", events.all());
     assert_eq!(detected[0].fields["error.type"], "keepalive_timeout");
 }

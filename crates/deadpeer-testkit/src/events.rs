@@ -49,6 +49,22 @@ impl Events {
             .filter(|e| e.message == message)
             .collect()
     }
+
+    /// The events with this message once there are at least `n` of them, or after 2 s,
+    /// whichever comes first (then the events so far; assert on their number).
+    ///
+    /// A death's event follows its verdict: when deadpeer's reaper thread saw the death,
+    /// `Liveness::dead()` may resolve a moment before the event is written there.
+    pub fn settled(&self, message: &str, n: usize) -> Vec<Event> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let got = self.with_message(message);
+            if got.len() >= n || std::time::Instant::now() >= until {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
 }
 
 struct Visitor<'a>(&'a mut Event);
