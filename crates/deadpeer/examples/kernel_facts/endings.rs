@@ -405,13 +405,9 @@ fn fin_rdhup(lab: &Lab, port: u16) -> String {
         server.write_all(&[1u8; 100]).unwrap();
         std::thread::sleep(ms(20));
     }
+    step(&mut out, "5 writes of 100 B by the peer", &regs, &client);
     client.read_exact(&mut [0u8; 500]).unwrap();
-    step(
-        &mut out,
-        "5 writes of 100 B by the peer, read",
-        &regs,
-        &client,
-    );
+    step(&mut out, "we read them", &regs, &client);
     // Window updates: fill our send buffer (the peer is not reading), then let the peer read.
     let mut queued = 0;
     for _ in 0..50 {
