@@ -170,10 +170,16 @@ fn watch(name: &str, client: &TcpStream, start: Instant, limit: Duration) -> Str
 }
 
 fn nft_reject(lab: &Lab, port: u16, how: &str) {
+    nft_forward(lab, port, &format!("reject with {how}"));
+}
+
+/// An nftables rule on the router for the client's packets to the server's `port` (one
+/// direction): `verdict` is `drop` or `reject with …`.
+fn nft_forward(lab: &Lab, port: u16, verdict: &str) {
     // nft 1.0 wants a newline after a rule inside braces.
     let rules = format!(
         "table inet dp {{\n chain deny {{\n type filter hook forward priority 0;\n \
-         ip daddr {} tcp dport {port} reject with {how}\n }}\n}}\n",
+         ip daddr {} tcp dport {port} {verdict}\n }}\n}}\n",
         lab.server_addr()
     );
     let status = std::process::Command::new("ip")

@@ -15,10 +15,10 @@ use deadpeer_testkit::{Lab, send_nowait};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::SockRef;
 
-use super::{P113, error_epoll, pair};
+use super::{P113, error_epoll, nft_forward, pair};
 
 /// The cases of this module, in the order `kernel_facts -- endings` runs them.
-pub(super) const CASES: [&str; 10] = [
+pub(super) const CASES: [&str; 11] = [
     "forget_probe",
     "forget_retransmit",
     "forget_data",
@@ -28,6 +28,7 @@ pub(super) const CASES: [&str; 10] = [
     "abort_unread",
     "abort_in_flight",
     "abort_stalled",
+    "abort_retransmit",
     "fin_rdhup",
 ];
 
@@ -271,6 +272,18 @@ pub(super) fn case(lab: &Lab, name: &str) -> String {
             report(name, watch(&client, before, limit), fault, "")
         }
         "abort_in_flight" => abort_in_flight(lab, port, limit),
+        "abort_retransmit" => {
+            // Our packets to the peer are dropped (one direction), so our 1000 B are
+            // retransmitted; 1 s later the peer aborts, and its RST reaches us.
+            let (client, server) = pair(lab, port, P113);
+            nft_forward(lab, port, "drop");
+            send_nowait(&client, 1000).unwrap();
+            std::thread::sleep(Duration::from_millis(1000));
+            let before = raw_info(&client);
+            let fault = Instant::now();
+            lab.reset(server).unwrap();
+            report(name, watch(&client, before, limit), fault, "")
+        }
         "abort_stalled" | "forget_stalled" => {
             // The peer stops reading; we fill its window and our send buffer (zero-window
             // probes run), then it aborts, or forgets and our next zero-window probe meets an
@@ -281,7 +294,11 @@ pub(super) fn case(lab: &Lab, name: &str) -> String {
                 sent += send_nowait(&client, 1 << 20).unwrap();
                 std::thread::sleep(Duration::from_millis(5));
             }
-            // How often a zero-window probe is outstanding: 1 s of samples, every 5 ms.
+            // How often a zero-window probe is outstanding: 1 s of samples, every 5 ms; and
+            // how many probes we sent and the peer left unanswered meanwhile.
+            let counters = |ns: &deadpeer_testkit::Netns, name: &str| tcp_ext(ns, name);
+            let sent_probes = counters(lab.client(), "TCPWinProbe");
+            let skipped = counters(lab.server(), "TCPACKSkippedSeq");
             let mut probes = [0u32; 3];
             let mut open_window = 0;
             for _ in 0..200 {
@@ -290,6 +307,8 @@ pub(super) fn case(lab: &Lab, name: &str) -> String {
                 open_window += u32::from(i.tcpi_snd_wnd > 0);
                 std::thread::sleep(Duration::from_millis(5));
             }
+            let sent_probes = counters(lab.client(), "TCPWinProbe") - sent_probes;
+            let skipped = counters(lab.server(), "TCPACKSkippedSeq") - skipped;
             let before = raw_info(&client);
             let fault = Instant::now();
             if name == "abort_stalled" {
@@ -299,7 +318,8 @@ pub(super) fn case(lab: &Lab, name: &str) -> String {
             }
             let extra = format!(
                 " (sent {sent} B; over 1 s of stall before the fault, 200 samples: probes 0/1/2+ \
-                 {}/{}/{}, snd_wnd > 0 in {open_window})",
+                 {}/{}/{}, snd_wnd > 0 in {open_window}; zero-window probes sent \
+                 {sent_probes}, answers the peer skipped (TcpExtTCPACKSkippedSeq) {skipped})",
                 probes[0], probes[1], probes[2]
             );
             report(name, watch(&client, before, limit), fault, &extra)
@@ -307,6 +327,19 @@ pub(super) fn case(lab: &Lab, name: &str) -> String {
         "fin_rdhup" => fin_rdhup(lab, port),
         other => format!("unknown case {other}"),
     }
+}
+
+/// A `TcpExt` counter of `/proc/net/netstat` in `ns`.
+fn tcp_ext(ns: &deadpeer_testkit::Netns, name: &str) -> u64 {
+    // /proc/net follows the process's namespace; thread-self follows this thread's.
+    let text = ns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/netstat"))
+        .unwrap()
+        .unwrap();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == name).unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
 /// We write 64 KiB chunks from a thread, blocking; the peer reads for 300 ms, then aborts.
