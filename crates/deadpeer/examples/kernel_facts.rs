@@ -3,11 +3,16 @@
 //! registration (event mask 0, edge-triggered) reports. Needs root.
 //!
 //! ```text
-//! cargo run -p deadpeer --example kernel_facts -- [CASE...]
+//! cargo run -p deadpeer --example kernel_facts -- [--repeat N] [CASE...]
 //! ```
 //!
-//! Without arguments every case runs, in parallel. docs/kernel.md quotes its output.
+//! Without arguments every case runs, in parallel; `endings` names the cases of
+//! docs/kernel.md "How connections end" (module `endings`), and `--repeat N` runs each case N
+//! times in a row, each time in a fresh lab. docs/kernel.md quotes its output.
 #![allow(missing_docs)]
+
+#[path = "kernel_facts/endings.rs"]
+mod endings;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -165,10 +170,16 @@ fn watch(name: &str, client: &TcpStream, start: Instant, limit: Duration) -> Str
 }
 
 fn nft_reject(lab: &Lab, port: u16, how: &str) {
+    nft_forward(lab, port, &format!("reject with {how}"));
+}
+
+/// An nftables rule on the router for the client's packets to the server's `port` (one
+/// direction): `verdict` is `drop` or `reject with …`.
+fn nft_forward(lab: &Lab, port: u16, verdict: &str) {
     // nft 1.0 wants a newline after a rule inside braces.
     let rules = format!(
         "table inet dp {{\n chain deny {{\n type filter hook forward priority 0;\n \
-         ip daddr {} tcp dport {port} reject with {how}\n }}\n}}\n",
+         ip daddr {} tcp dport {port} {verdict}\n }}\n}}\n",
         lab.server_addr()
     );
     let status = std::process::Command::new("ip")
@@ -331,12 +342,29 @@ fn case(name: &str) -> String {
             let line = watch(name, &client, start, Duration::from_secs(40));
             line.lines().next().unwrap().to_owned()
         }
+        ending if endings::CASES.contains(&ending) => endings::case(&lab, ending),
         other => format!("unknown case {other}"),
     }
 }
 
 fn main() {
-    let mut cases: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut repeat = 1;
+    if let Some(at) = args.iter().position(|a| a == "--repeat") {
+        repeat = args
+            .get(at + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--repeat takes a number of runs, e.g. --repeat 3");
+        args.drain(at..at + 2);
+    }
+    let mut cases: Vec<String> = Vec::new();
+    for a in args {
+        if a == "endings" {
+            cases.extend(endings::CASES.map(String::from));
+        } else {
+            cases.push(a);
+        }
+    }
     if cases.is_empty() {
         cases = [
             "keepalive",
@@ -356,14 +384,25 @@ fn main() {
         ]
         .map(String::from)
         .to_vec();
+        cases.extend(endings::CASES.map(String::from));
     }
+    // Cases run in parallel, the runs of one case one after the other.
     let handles: Vec<_> = cases
         .into_iter()
-        .map(|c| std::thread::spawn(move || case(&c)))
+        .map(|c| std::thread::spawn(move || (1..=repeat).map(|_| case(&c)).collect::<Vec<_>>()))
         .collect();
     for h in handles {
         match h.join() {
-            Ok(line) => println!("{line}\n"),
+            Ok(runs) => {
+                for (n, line) in runs.iter().enumerate() {
+                    let run = if repeat > 1 {
+                        format!("[run {}/{repeat}] ", n + 1)
+                    } else {
+                        String::new()
+                    };
+                    println!("{run}{line}\n");
+                }
+            }
             Err(_) => println!("a case panicked\n"),
         }
     }
