@@ -12,7 +12,7 @@ use std::fmt;
 /// |---|---|---|---|---|
 /// | [`Closed`](Self::Closed) | a FIN: EOF, state `CLOSE_WAIT`, no error | the peer closed its side cleanly | no | DEBUG `connection ended` |
 /// | [`Aborted`](Self::Aborted) | an RST (`ECONNRESET`, or `EPIPE` after a FIN) with no probe or retransmission of ours outstanding; or the kernel aborted it for a reason it did not name (`Cause::Aborted`) | the peer application quit: closed with unread data, `SO_LINGER` 0, a killed process | no | DEBUG `connection ended` |
-/// | [`Forgot`](Self::Forgot) | an RST while a keepalive probe (`tcpi_probes` > 0) or a retransmission (`tcpi_retransmits` > 0) was outstanding | the peer host no longer knows the connection: it rebooted, or a NAT or load balancer lost the flow | yes | WARN `dead peer detected` |
+/// | [`Forgot`](Self::Forgot) | an RST while a retransmission (`tcpi_retransmits` > 0) or a keepalive probe (`tcpi_probes` > 0, the peer's window open) was outstanding | the peer host no longer knows the connection: it rebooted, or a NAT or load balancer lost the flow | yes | WARN `dead peer detected` |
 /// | [`Vanished`](Self::Vanished) | `ETIMEDOUT` with probes or retransmissions unanswered, or ICMP host or network unreachable | the peer host or the path is gone | yes | WARN `dead peer detected` |
 /// | [`Refused`](Self::Refused) | ICMP port or protocol unreachable, administratively prohibited | something on the path rejects the connection's packets | yes | WARN `dead peer detected` |
 /// | [`Stalled`](Self::Stalled) | `ETIMEDOUT` with the peer's window at 0 and its probes answered | the peer is alive but stopped reading, past the user timeout | yes | WARN `dead peer detected` |
@@ -23,10 +23,16 @@ use std::fmt;
 ///
 /// # Limits
 ///
+/// The RST itself does not say why it was sent; what was outstanding when it came does, and
+/// not always (all measured, docs/kernel.md):
+///
 /// - A peer that forgot the connection and is told so by the first transmission of our data
 ///   (rather than by a probe or a retransmission) answers it with an RST that looks exactly
-///   like an application's abort: it is [`Aborted`](Self::Aborted). The next keepalive probe
-///   or retransmission would have told them apart; the data came first.
+///   like an application's abort: it is [`Aborted`](Self::Aborted). So is a peer that forgot
+///   while stalled (window 0): its probes are zero-window probes, outstanding most of the time
+///   while a peer stalls, so they cannot tell a forgotten connection from an abort.
+/// - An application that aborts while one of our retransmissions is outstanding (a lossy path)
+///   looks like a forgotten connection: [`Forgot`](Self::Forgot).
 /// - Without `TCP_INFO` (off Linux and Android) nothing says whether a probe was outstanding:
 ///   every RST is [`Aborted`](Self::Aborted), and every timeout [`Vanished`](Self::Vanished).
 ///

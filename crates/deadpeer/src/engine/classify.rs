@@ -56,16 +56,21 @@ pub(crate) fn cause_of(errno: i32, info: Option<&TcpInfo>) -> Cause {
 }
 
 /// What happened to the peer, from the cause of a death and `TCP_INFO` at that moment (the
-/// table is on [`Ending`]): an RST is [`Ending::Forgot`] when it answered a keepalive probe or a
-/// retransmission (`tcpi_probes` or `tcpi_retransmits` above 0: `tcp_reset` purges the write
-/// queue but leaves both, docs/kernel.md "How connections end"), else [`Ending::Aborted`].
+/// table is on [`Ending`]). An RST is [`Ending::Forgot`] when it met a retransmission of ours
+/// (`tcpi_retransmits` > 0) or a keepalive probe (`tcpi_probes` > 0 with the peer's window
+/// open: with the window at 0 the probes are zero-window probes, outstanding most of the time
+/// while a peer stalls), else [`Ending::Aborted`]. `tcp_reset` purges the write queue
+/// (`tcpi_unacked` and `tcpi_backoff` read 0) but leaves both counters (docs/kernel.md, "How
+/// connections end").
 pub(crate) fn ending_of(cause: Cause, info: Option<&TcpInfo>) -> Ending {
     match cause {
         Cause::KeepaliveTimeout | Cause::RetransmitTimeout | Cause::Unreachable => Ending::Vanished,
         Cause::Stalled => Ending::Stalled,
         Cause::Refused => Ending::Refused,
         Cause::Reset => match info {
-            Some(i) if i.probes > 0 || i.retransmits > 0 => Ending::Forgot,
+            Some(i) if i.retransmits > 0 || (i.probes > 0 && i.snd_wnd != Some(0)) => {
+                Ending::Forgot
+            }
             _ => Ending::Aborted,
         },
         Cause::Aborted => Ending::Aborted,
@@ -83,4 +88,59 @@ pub(crate) fn is_timeout(errno: i32) -> bool {
 #[cfg(feature = "tokio")]
 pub(crate) fn is_aftermath(errno: i32) -> bool {
     matches!(code(errno), Code::Pipe | Code::NotConnected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_death(probes: u8, retransmits: u8, snd_wnd: Option<u32>) -> TcpInfo {
+        TcpInfo {
+            state: TcpInfo::CLOSE,
+            probes,
+            retransmits,
+            snd_wnd,
+            ..TcpInfo::default()
+        }
+    }
+
+    /// The rows of docs/kernel.md, "How connections end".
+    #[test]
+    fn a_reset_is_forgot_only_when_it_met_a_probe_or_retransmission() {
+        let reset = |i: TcpInfo| ending_of(Cause::Reset, Some(&i));
+        assert_eq!(
+            reset(at_death(1, 0, Some(65536))),
+            Ending::Forgot,
+            "forget_probe"
+        );
+        assert_eq!(
+            reset(at_death(0, 3, Some(65536))),
+            Ending::Forgot,
+            "forget_retransmit"
+        );
+        assert_eq!(
+            reset(at_death(0, 0, Some(65536))),
+            Ending::Aborted,
+            "abort_idle"
+        );
+        assert_eq!(
+            reset(at_death(1, 0, Some(0))),
+            Ending::Aborted,
+            "abort_stalled"
+        );
+        assert_eq!(
+            reset(at_death(1, 0, None)),
+            Ending::Forgot,
+            "no window before 6.2"
+        );
+        assert_eq!(
+            ending_of(Cause::Reset, None),
+            Ending::Aborted,
+            "no TCP_INFO"
+        );
+        assert_eq!(ending_of(Cause::Stalled, None), Ending::Stalled);
+        assert_eq!(ending_of(Cause::Unreachable, None), Ending::Vanished);
+        assert_eq!(ending_of(Cause::Refused, None), Ending::Refused);
+        assert_eq!(ending_of(Cause::Aborted, None), Ending::Aborted);
+    }
 }

@@ -286,25 +286,34 @@ impl Latch {
     }
 }
 
+/// Whether the kernel closed the connection (state `CLOSE`, or `TCP_INFO` unreadable).
+fn is_closed_by_kernel(socket: sys::Borrowed<'_>) -> bool {
+    sys::tcp_info(&socket).map_or(true, |i| i.state == TcpInfo::CLOSE)
+}
+
 impl OnError for Latch {
     fn on_error(&self, peer_closed: bool) -> Option<Report> {
         let (dead, waiters) = {
             let mut guard = self.lock();
             let Inner { socket, waiters } = &mut *guard;
             // Released: the stream is gone, and so is the socket.
-            let (dead, woken) = socket.with(|socket| {
+            socket.with(|socket| {
                 let case = Case {
                     socket,
                     observer: Observer::Reaper,
                     known: None,
                 };
-                self.judge(waiters, case)
-            })?;
-            match (dead, woken) {
-                // No death: the peer's FIN (`EPOLLRDHUP`), or our own shutdown completed.
-                (None, _) if peer_closed => (None, self.close_by_peer(waiters)),
-                other => other,
-            }
+                match self.judge(waiters, case) {
+                    // No death, and the peer's FIN (`EPOLLRDHUP`) on a connection the kernel
+                    // keeps open. In `CLOSE` with no error pending, a read or write may have
+                    // taken the error of a reset (it latches the death in a moment), or our
+                    // own shutdown completed: a read's EOF tells the FIN then.
+                    (None, _) if peer_closed && !is_closed_by_kernel(socket) => {
+                        (None, self.close_by_peer(waiters))
+                    }
+                    other => other,
+                }
+            })?
         };
         waiters?.wake_all();
         let context = self.context.clone();

@@ -71,14 +71,23 @@ impl Owner {
 
     /// End of file: what follows a death (whose error someone else may have taken), or else
     /// the peer's FIN, which latches [`Ending::Closed`](crate::Ending::Closed) for `gone()`.
+    ///
+    /// In `CLOSE` with no error pending, an EOF is the peer's FIN only after our own shutdown;
+    /// otherwise another read or write took the error of a reset, and latches it in a moment.
     pub(crate) fn on_eof(&self, socket: &TcpStream) -> io::Result<()> {
-        match self.verdict(socket, None) {
-            Some(dead) => Err(dead.into()),
-            None => {
-                self.latch().peer_closed();
-                Ok(())
-            }
+        if let Some(dead) = self.verdict(socket, None) {
+            return Err(dead.into());
         }
+        if self.latch.get().is_some_and(|l| l.ending().is_some()) {
+            return Ok(());
+        }
+        // Without `TCP_INFO` (off Linux) an EOF is taken for the FIN it usually is.
+        let fin = self.shut_down.load(Ordering::Relaxed)
+            || sys::tcp_info(socket).map_or(true, |i| i.state != TcpInfo::CLOSE);
+        if fin {
+            self.latch().peer_closed();
+        }
+        Ok(())
     }
 
     fn verdict(&self, socket: &TcpStream, seen: Option<i32>) -> Option<DeadPeer> {
