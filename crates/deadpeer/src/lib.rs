@@ -20,8 +20,11 @@
 //! | reqwest | `reqwest::ClientBuilderExt::tcp_keepalive_policy` |
 //! | any socket | [`apply`], [`inspect`], [`tcp_info`] |
 //!
-//! A death surfaces as a [`DeadPeer`] whose [`Cause`] says what the kernel did; the
-//! `dead peer detected` event and the causes are described on [`DeadPeer`] and [`Cause`]. The
+//! A death surfaces as a [`DeadPeer`] whose [`Cause`] says what the kernel did and whose
+//! [`Ending`] says what happened to the peer (closed, aborted, forgot, vanished, refused,
+//! stalled: only the last four are alarms); the events are described on [`DeadPeer`], the causes
+//! and endings on [`Cause`] and [`Ending`]. `Liveness::gone()` resolves when a client leaves,
+//! a clean close included. The
 //! guide (`docs/guide.md` in the repository) walks through each stack.
 //!
 //! # Features
@@ -37,7 +40,7 @@
 //! | `rustls` | no | `tls::TlsListener`: TLS (tokio-rustls) over a `KeepaliveListener`, an `axum::serve::Listener` with `axum`; no crypto provider chosen |
 //! | `serde` | no | `Serialize`/`Deserialize` for `KeepalivePolicy` and `UserTimeout` |
 //! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy`, `reqwest::PeerDeath` |
-//! | `metrics` | no | `metrics`: dead connections by cause, watched connections, connections opened and apply failures through the `metrics` facade (no recorder is installed) |
+//! | `metrics` | no | `metrics`: dead connections by cause, endings by name, watched connections, connections opened and apply failures through the `metrics` facade (no recorder is installed) |
 //!
 //! # Platforms
 //!

@@ -3,8 +3,9 @@
 //! The kernel reports a death once: as the error of the next read or write, or as `SO_ERROR`,
 //! whichever is asked first; after that reads return EOF and writes `EPIPE`. A
 //! [`KeepaliveStream`](crate::KeepaliveStream) and its `Liveness` handles share one latch, so
-//! whichever sees the death first classifies it, emits the `dead peer detected` event, and every
-//! later read, write and [`Liveness::dead`] returns that same [`DeadPeer`].
+//! whichever sees the death first classifies it, reports it once (the `dead peer detected` event
+//! for a death), and every later read, write and [`Liveness::dead`] returns that same
+//! [`DeadPeer`].
 //!
 //! A peer's FIN is not a death: [`Liveness::dead`] stays pending, as the stream can still send
 //! to a half-closed peer. [`Liveness::gone`] resolves at the FIN too, with the connection's

@@ -22,13 +22,15 @@ use crate::{DeadPeer, report};
 ///
 /// When the kernel kills the connection (`TCP_INFO` state `CLOSE` after an error, see
 /// [`Cause`](crate::Cause)), the stream classifies the death from the errno and `TCP_INFO`,
-/// emits `dead peer detected` once, and latches it: that read or write, and every later read,
-/// write, flush and shutdown, returns the same `DeadPeer` (as an [`io::Error`] of the cause's
-/// kind) instead of EOF or `EPIPE`. A FIN stays a plain EOF; other errors pass through
-/// unchanged.
+/// reports it once (WARN `dead peer detected` for a death, DEBUG `connection ended` for an
+/// application's abort: see [`Ending`](crate::Ending)), and latches it: that read or write, and
+/// every later read, write, flush and shutdown, returns the same `DeadPeer` (as an
+/// [`io::Error`] of the cause's kind) instead of EOF or `EPIPE`. A FIN stays a plain EOF (and
+/// the ending [`Closed`](crate::Ending::Closed) for [`Liveness::gone`](crate::Liveness::gone));
+/// other errors pass through unchanged.
 ///
-/// Reads and writes add one atomic load; the EOF that ends a connection adds one `TCP_INFO`
-/// read. Put TLS, HTTP or anything else *over* the stream: a death then surfaces through them as
+/// Reads and writes add one atomic load; the EOF that ends a connection adds two `TCP_INFO`
+/// reads. Put TLS, HTTP or anything else *over* the stream: a death then surfaces through them as
 /// the same typed error. For hyper, wrap it in `hyper_util::rt::TokioIo`.
 ///
 /// # Examples
