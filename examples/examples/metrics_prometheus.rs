@@ -8,7 +8,7 @@
 //! connections:
 //!
 //! ```text
-//! deadpeer_dead_connections_total{error_type="keepalive_timeout"} 1
+//! deadpeer_dead_connections_total{error_type="keepalive_timeout",deadpeer_ending="vanished"} 1
 //! deadpeer_watched_connections 1
 //! ```
 //!
@@ -131,7 +131,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }) {
         println!("  {line}");
     }
-    if !body.contains("deadpeer_dead_connections_total{error_type=\"keepalive_timeout\"} 1") {
+    let death = "deadpeer_dead_connections_total{error_type=\"keepalive_timeout\",deadpeer_ending=\"vanished\"} 1";
+    if !body.contains(death) {
         return Err(format!("expected one keepalive_timeout death:\n{body}").into());
     }
     Ok(())

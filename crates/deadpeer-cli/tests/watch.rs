@@ -305,10 +305,11 @@ fn python_deaths_are_classified_and_owned() {
         assert!(found.insert(name, l).is_none(), "{name} reported twice");
     }
     let all: Vec<&Value> = lines.iter().map(|l| &l.v).collect();
-    for (name, cause, errno) in [
-        ("rst", "reset", 104),
-        ("ka", "keepalive_timeout", 110),
-        ("rtx", "retransmit_timeout", 110),
+    // The client's own abort had nothing of the server's outstanding: an ending, no death.
+    for (name, cause, errno, ending) in [
+        ("rst", "reset", 104, "aborted"),
+        ("ka", "keepalive_timeout", 110, "vanished"),
+        ("rtx", "retransmit_timeout", 110, "vanished"),
     ] {
         let l = found
             .get(name)
@@ -317,6 +318,8 @@ fn python_deaths_are_classified_and_owned() {
         // Shown with --nocapture, for docs/cli.md.
         println!("{v}");
         assert_eq!(v["cause"], cause, "{v:#}");
+        assert_eq!(v["ending"], ending, "{v:#}");
+        assert_eq!(v["is_death"], ending != "aborted", "{v:#}");
         assert_eq!(v["errno"], errno, "{v:#}");
         assert_eq!(v["pid"], py.pid, "{v:#}");
         assert_eq!(v["process"], comm.as_str(), "{v:#}");
@@ -425,6 +428,7 @@ fn python_client_refused_by_icmp_is_reported() {
     // Shown with --nocapture.
     println!("{v}");
     assert_eq!(v["cause"], "refused", "{v:#}");
+    assert_eq!(v["ending"], "refused", "{v:#}");
     assert_eq!(v["errno"], 111, "{v:#}");
     assert_eq!(v["peer_addr"], server.to_string(), "{v:#}");
     assert_eq!(v["pid"], py.pid, "{v:#}");

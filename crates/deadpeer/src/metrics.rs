@@ -55,7 +55,7 @@
 //! `/metrics` lines:
 //!
 //! ```text
-//! deadpeer_dead_connections_total{error_type="keepalive_timeout"} 1
+//! deadpeer_dead_connections_total{error_type="keepalive_timeout",deadpeer_ending="vanished"} 1
 //! deadpeer_watched_connections 0
 //! ```
 #![cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use deadpeer::{Cause, TcpInfo};
+use deadpeer::{Cause, Ending, TcpInfo};
 
 use super::event::{CLOSE, ESTABLISHED, Event, Flow, Kind, SYN_RECV, SYN_SENT};
 
@@ -40,6 +40,9 @@ pub(crate) struct Death {
     pub(crate) flow: Flow,
     pub(crate) errno: i32,
     pub(crate) cause: Cause,
+    /// The library's ending for that cause, given the retransmissions seen (no probe is seen:
+    /// a reset in answer to a keepalive probe is `aborted` here).
+    pub(crate) ending: Ending,
     /// The state the connection left for `CLOSE`.
     pub(crate) state_before: u8,
     /// Retransmissions seen (since watch started) within `TCP_RTO_MAX` before the death.
@@ -122,6 +125,7 @@ impl Flows {
                     flow: e.flow,
                     errno,
                     cause,
+                    ending: cause.ending(Some(&info)),
                     state_before: old,
                     retransmits,
                     last_retransmit: st.last_retransmit.filter(|_| recent),

@@ -34,11 +34,13 @@ Examples:
   sudo deadpeer watch --json                       one JSON object per death
   sudo deadpeer watch --port 5432 --cause reset,keepalive_timeout
   sudo deadpeer watch --pid 1234                   the deaths of one process's connections
-  sudo deadpeer watch --metrics 0.0.0.0:9464       also serve deadpeer_dead_connections_total on /metrics
+  sudo deadpeer watch --metrics 0.0.0.0:9464       also serve deadpeer_dead_connections on /metrics
 
 Causes: keepalive_timeout, retransmit_timeout, reset, unreachable, refused, aborted (the
 library's; a stalled peer, which needs TCP_INFO, shows as keepalive_timeout). A timeout is a
 retransmit_timeout when retransmissions of that connection were seen within 120 s before it.
+Each line starts with the library's ending (vanished, refused, forgot, aborted): a reset is
+forgot after such retransmissions, else aborted (watch sees no keepalive probe).
 
 Owner (pid/process) and network namespace are best effort: the kernel's tracepoints name
 neither, so watch matches the connection's addresses against an index of every namespace's
@@ -67,7 +69,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "CAUSE", value_delimiter = ',', value_parser = parse_cause)]
     cause: Vec<Cause>,
     /// Serve the counts in Prometheus text format on http://ADDR/metrics, under the library's
-    /// names (deadpeer_dead_connections_total{error_type=...}).
+    /// names (deadpeer_dead_connections{error_type=...,deadpeer_ending=...}, and
+    /// deadpeer_ended_connections{deadpeer_ending=...}).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// One JSON object per death, per line.

@@ -19,6 +19,10 @@ pub(crate) struct Record {
     pub(crate) kernel_ts: f64,
     /// `Cause::as_str()`.
     pub(crate) cause: &'static str,
+    /// `Ending::as_str()`.
+    pub(crate) ending: &'static str,
+    /// `Ending::is_death()`: a death, not a close or an application's abort.
+    pub(crate) is_death: bool,
     pub(crate) errno: i32,
     pub(crate) error: String,
     pub(crate) local_addr: SocketAddr,
@@ -60,6 +64,8 @@ impl Record {
             time: humantime::format_rfc3339_micros(at).to_string(),
             kernel_ts: d.ts,
             cause: d.cause.as_str(),
+            ending: d.ending.as_str(),
+            is_death: d.ending.is_death(),
             errno: d.errno,
             error,
             local_addr: canonical(d.flow.0),
@@ -76,7 +82,8 @@ impl Record {
         }
     }
 
-    /// `2026-12-03T01:02:03.456789Z keepalive_timeout 10.0.0.1:7300 -> 10.0.0.2:5000 ...`
+    /// `2026-12-03T01:02:03.456789Z vanished/keepalive_timeout 10.0.0.1:7300 -> 10.0.0.2:5000 ...`:
+    /// the ending, then the cause.
     pub(crate) fn line(&self) -> String {
         let owner = match (&self.pid, &self.process) {
             (Some(pid), Some(p)) => format!("{pid}/{p}"),
@@ -98,19 +105,26 @@ impl Record {
             }
         }
         format!(
-            "{} {} {} -> {} {owner}{netns} ({figures}) delay {:.1}ms",
-            self.time, self.cause, self.local_addr, self.peer_addr, self.delay_ms
+            "{} {}/{} {} -> {} {owner}{netns} ({figures}) delay {:.1}ms",
+            self.time, self.ending, self.cause, self.local_addr, self.peer_addr, self.delay_ms
         )
     }
 
-    /// `deadpeer.dead_connections{error.type}` and, when the opening was seen,
-    /// `deadpeer.dead_connection.duration{error.type}`: the library's names.
+    /// The library's metrics: `deadpeer.ended_connections{deadpeer.ending}`, and for a death
+    /// `deadpeer.dead_connections{error.type, deadpeer.ending}` and, when the opening was seen,
+    /// `deadpeer.dead_connection.duration{error.type, deadpeer.ending}`.
     pub(crate) fn count(&self) {
-        use deadpeer::metrics::{DEAD_CONNECTION_DURATION, DEAD_CONNECTIONS, ERROR_TYPE};
-        metrics::counter!(DEAD_CONNECTIONS, ERROR_TYPE => self.cause).increment(1);
+        use deadpeer::metrics::{
+            DEAD_CONNECTION_DURATION, DEAD_CONNECTIONS, ENDED_CONNECTIONS, ENDING, ERROR_TYPE,
+        };
+        metrics::counter!(ENDED_CONNECTIONS, ENDING => self.ending).increment(1);
+        if !self.is_death {
+            return;
+        }
+        let labels = [(ERROR_TYPE, self.cause), (ENDING, self.ending)];
+        metrics::counter!(DEAD_CONNECTIONS, &labels).increment(1);
         if let Some(open) = self.open_for_ms {
-            metrics::histogram!(DEAD_CONNECTION_DURATION, ERROR_TYPE => self.cause)
-                .record(open / 1000.0);
+            metrics::histogram!(DEAD_CONNECTION_DURATION, &labels).record(open / 1000.0);
         }
     }
 }
@@ -143,6 +157,7 @@ mod tests {
             ),
             errno: 110,
             cause: Cause::RetransmitTimeout,
+            ending: deadpeer::Ending::Vanished,
             state_before: 1,
             retransmits: 3,
             last_retransmit: Some(99.5),
@@ -165,12 +180,14 @@ mod tests {
         assert_eq!(r.time, "1970-01-01T00:00:59.997500Z");
         assert_eq!(
             r.line(),
-            "1970-01-01T00:00:59.997500Z retransmit_timeout 10.0.0.1:7300 -> 10.0.0.2:5000 \
+            "1970-01-01T00:00:59.997500Z vanished/retransmit_timeout 10.0.0.1:7300 -> 10.0.0.2:5000 \
              42/python3 net:[4026531840] (Connection timed out after established, open 10.000s, \
              3 retransmits (last 500.0ms before)) delay 2.5ms"
         );
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["cause"], "retransmit_timeout");
+        assert_eq!(v["ending"], "vanished");
+        assert_eq!(v["is_death"], true);
         assert_eq!(v["open_for_ms"], 10000.0);
         let bare = Record::new(&d, None, 100.0, SystemTime::UNIX_EPOCH);
         assert!(bare.line().contains(" owner unknown ("), "{}", bare.line());
