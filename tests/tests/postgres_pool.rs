@@ -36,11 +36,11 @@ struct PgConn {
 }
 
 impl PgConn {
-    /// The pools' check, two atomic loads: the kernel declared the server dead (set by
-    /// deadpeer's reaper thread at the verdict), or the connection task has ended (a death
-    /// its read saw, or the server closing the connection).
+    /// The pools' check, two atomic loads: the server is gone (its FIN, or the kernel's
+    /// verdict, set by deadpeer's reaper thread with nothing reading), or the connection task
+    /// has ended (tokio-postgres gave up on the connection for its own reasons).
     fn is_broken(&self) -> bool {
-        self.liveness.is_dead() || self.client.is_closed()
+        self.liveness.is_gone() || self.client.is_closed()
     }
 }
 
@@ -208,7 +208,7 @@ async fn deadpool_checkout_after_the_host_vanished_is_a_fresh_connection() {
     // Which check sees it: both, once the connection tasks have run.
     let mut seen = Vec::new();
     let _ = pool.retain(|conn, _| {
-        seen.push((conn.liveness.is_dead(), conn.client.is_closed()));
+        seen.push((conn.liveness.is_gone(), conn.client.is_closed()));
         true
     });
     assert_eq!(seen, [(true, true), (true, true)]);
@@ -440,15 +440,18 @@ async fn without_deadpeer_the_checkout_hands_out_the_dead_connection_and_its_que
     assert!(start.elapsed() >= deadline(policy()) + hang);
 }
 
-/// The server closing a pooled connection (`pg_terminate_backend`: an error message and a FIN,
-/// not a death) is caught by `client.is_closed()`, not by `liveness.is_dead()`; the checkout
-/// then opens a fresh connection.
+/// The server closing a pooled connection (`pg_terminate_backend`: a FATAL error message, then
+/// a FIN, not a death) is caught by `client.is_closed()`: tokio-postgres ends its connection
+/// task at the error message and drops the stream, which races the FIN (measured: about one run
+/// in six, the reaper saw the FIN first and the ending is `closed`; else the stream was dropped
+/// first and there is no ending). `is_dead()` stays false either way. The checkout then opens a
+/// fresh connection.
 #[tokio::test(flavor = "current_thread")]
-async fn a_connection_the_server_closed_is_caught_by_is_closed_not_by_is_dead() {
+async fn a_connection_the_server_closed_is_caught_by_is_closed() {
     let Some(lab) = lab_or_skip!() else {
         return;
     };
-    let test = "a_connection_the_server_closed_is_caught_by_is_closed_not_by_is_dead";
+    let test = "a_connection_the_server_closed_is_caught_by_is_closed";
     let Some(cluster) = pg::Cluster::start_or_skip(&lab, test) else {
         return;
     };
@@ -493,10 +496,25 @@ async fn a_connection_the_server_closed_is_caught_by_is_closed_not_by_is_dead() 
     );
     let mut seen = Vec::new();
     let _ = pool.retain(|conn, _| {
-        seen.push((conn.liveness.is_dead(), conn.client.is_closed()));
+        seen.push((
+            conn.liveness.is_dead(),
+            conn.liveness.is_gone(),
+            conn.client.is_closed(),
+            conn.is_broken(),
+        ));
         true
     });
-    assert_eq!(seen, [(false, true)], "(is_dead, is_closed)");
+    let gone = watched.ending().is_some();
+    assert_eq!(
+        seen,
+        [(false, gone, true, true)],
+        "(is_dead, is_gone, is_closed, is_broken)"
+    );
+    assert!(
+        matches!(watched.ending(), None | Some(deadpeer::Ending::Closed)),
+        "{:?}",
+        watched.ending()
+    );
     // The connection task dropped the stream: settled, without a death.
     assert!(matches!(watched.state(), State::Closed));
 

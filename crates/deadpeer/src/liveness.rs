@@ -155,6 +155,15 @@ impl Liveness {
         self.latch.ending()
     }
 
+    /// Whether the peer is gone: an ending was seen (its FIN, or the kernel closed the
+    /// connection). One atomic load, no round trip: the check a connection pool makes before
+    /// handing a connection out (deadpool's `recycle`, bb8's `has_broken`), which also catches
+    /// a server that closed the connection cleanly, where [`is_dead`](Self::is_dead) stays
+    /// `false`.
+    pub fn is_gone(&self) -> bool {
+        self.latch.ending().is_some()
+    }
+
     /// What is known now, without waiting: a death that the kernel declared, or that the stream
     /// was dropped.
     pub fn state(&self) -> State {
