@@ -148,7 +148,7 @@ pub use netns::{CONNECT_TIMEOUT, Netns, NetnsGuard};
 #[cfg(target_os = "linux")]
 pub use reject::Reject;
 #[cfg(target_os = "linux")]
-pub use skip::lab_or_skip;
+pub use skip::{lab_or_skip, tool_or_skip};
 #[cfg(target_os = "linux")]
 pub use tool::Tool;
 

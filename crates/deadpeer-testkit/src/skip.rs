@@ -1,8 +1,9 @@
-//! Skipping a test, with one line, when the machine cannot host a lab.
+//! Skipping a test, with one line, when the machine cannot host a lab or lacks a program.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 
-use crate::{Lab, LabError, REQUIRE_NETNS_ENV};
+use crate::{Lab, LabError, REQUIRE_NETNS_ENV, Tool};
 
 /// Creates a [`Lab`] for the enclosing test, or skips the test: the one way to start a lab test.
 ///
@@ -99,18 +100,61 @@ pub fn lab_or_skip(test_name: &str) -> Option<Lab> {
 pub(crate) fn or_skip(test_name: &str, built: Result<Lab, LabError>) -> Option<Lab> {
     match built {
         Ok(lab) => Some(lab),
-        Err(err) if err.is_skip() => {
-            if std::env::var(REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
-                panic!("{test_name}: {err} ({REQUIRE_NETNS_ENV}=1 forbids skipping)");
-            }
-            // Straight to fd 2, not `eprintln!`: the test harness captures the macros and would
-            // hide the skip of a passing test.
-            // One write, so that parallel tests cannot split the line.
-            let line = format!("skipped {test_name}: {err}\n");
-            let _ = std::io::stderr().write_all(line.as_bytes());
-            None
-        }
+        Err(err) if err.is_skip() => skip(test_name, &err),
         Err(err) => panic!("{test_name}: cannot create the lab: {err}"),
+    }
+}
+
+/// Skips the test `test_name` for `err` with one line, or panics under
+/// `DEADPEER_REQUIRE_NETNS=1`.
+fn skip<T>(test_name: &str, err: &LabError) -> Option<T> {
+    if std::env::var(REQUIRE_NETNS_ENV).is_ok_and(|v| v == "1") {
+        panic!("{test_name}: {err} ({REQUIRE_NETNS_ENV}=1 forbids skipping)");
+    }
+    // Straight to fd 2, not `eprintln!`: the test harness captures the macros and would
+    // hide the skip of a passing test.
+    // One write, so that parallel tests cannot split the line.
+    let line = format!("skipped {test_name}: {err}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    None
+}
+
+/// Finds a program for the enclosing test, or skips the test: for a test that runs a program
+/// but needs no lab (curl against a server on loopback, say).
+///
+/// `tool_or_skip!(Tool::CURL)` evaluates to `Option<PathBuf>`: where the program is
+/// ([`Tool::find`]), or `None` after printing the one line [`lab_or_skip!`] prints,
+/// `` skipped <test>: `curl` could not be run (not in PATH); install curl (e.g. `apt-get install
+/// curl`) ``; with `DEADPEER_REQUIRE_NETNS=1` it panics with that reason instead. `<test>` is
+/// the enclosing test, named as [`lab_or_skip!`] names it.
+///
+/// ```no_run
+/// use deadpeer_testkit::{Tool, tool_or_skip};
+///
+/// #[test]
+/// fn curl_gets_an_answer() {
+///     let Some(curl) = tool_or_skip!(Tool::CURL) else { return };
+///     let out = std::process::Command::new(curl).arg("--version").output().unwrap();
+///     assert!(out.status.success());
+/// }
+/// ```
+#[macro_export]
+macro_rules! tool_or_skip {
+    ($tool:expr $(,)?) => {
+        $crate::tool_or_skip($crate::__test_name!(), $tool)
+    };
+}
+
+/// Finds `tool` for the test `test_name`, or skips the test: what
+/// [`tool_or_skip!`](crate::tool_or_skip!) calls with the enclosing test's name.
+///
+/// # Panics
+///
+/// When `tool` is missing and `DEADPEER_REQUIRE_NETNS=1`.
+pub fn tool_or_skip(test_name: &str, tool: Tool) -> Option<PathBuf> {
+    match tool.find() {
+        Ok(path) => Some(path),
+        Err(err) => skip(test_name, &err),
     }
 }
 

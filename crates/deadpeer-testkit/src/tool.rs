@@ -10,8 +10,9 @@ use crate::LabError;
 ///
 /// A lab always needs [`Tool::IP`]; [`Lab::reject`](crate::Lab::reject) also needs
 /// [`Tool::NFT`]. A test that runs a program of its own (`ss`, `curl`, …) names it with
-/// [`LabBuilder::requires`](crate::LabBuilder::requires), so that a machine without it skips the
-/// test with one line naming the package, instead of failing half-way:
+/// [`LabBuilder::requires`](crate::LabBuilder::requires) (a test without a lab:
+/// [`tool_or_skip!`](crate::tool_or_skip!)), so that a machine without it skips the test with one
+/// line naming the package, instead of failing half-way:
 ///
 /// ```no_run
 /// use deadpeer_testkit::{Lab, Tool, lab_or_skip};

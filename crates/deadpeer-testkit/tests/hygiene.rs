@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use deadpeer_testkit::{Lab, Tool, lab_or_skip};
+use deadpeer_testkit::{Lab, Tool, lab_or_skip, tool_or_skip};
 
 fn exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
@@ -295,23 +295,35 @@ fn missing_program_child() {
     assert!(lab_or_skip!(Lab::builder().requires(NO_SUCH_PROGRAM)).is_none());
 }
 
+/// As `missing_program_child`, for a test that needs the program and no lab.
+#[test]
+fn missing_tool_child() {
+    if std::env::var_os("DPK_MISSING_PROGRAM_CHILD").is_none() {
+        return;
+    }
+    println!("IS_SKIP={}", NO_SUCH_PROGRAM.find().unwrap_err().is_skip());
+    assert!(tool_or_skip!(NO_SUCH_PROGRAM).is_none());
+}
+
 #[test]
 fn a_missing_program_skips_with_one_line_naming_its_package() {
     // As root: a skip for want of privileges would hide the one for the program.
     if lab_or_skip!().is_none() {
         return;
     }
+    // With a lab (`lab_or_skip!`) and without one (`tool_or_skip!`): the same line.
+    for child in ["missing_program_child", "missing_tool_child"] {
+        a_missing_program_skips_in(child);
+    }
+}
+
+fn a_missing_program_skips_in(child: &str) {
     let run = |require: Option<&str>| {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args([
-            "--exact",
-            "missing_program_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("DPK_MISSING_PROGRAM_CHILD", "1")
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("DEADPEER_REQUIRE_NETNS");
+        cmd.args(["--exact", child, "--nocapture", "--test-threads=1"])
+            .env("DPK_MISSING_PROGRAM_CHILD", "1")
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("DEADPEER_REQUIRE_NETNS");
         if let Some(v) = require {
             cmd.env("DEADPEER_REQUIRE_NETNS", v);
         }
@@ -328,10 +340,10 @@ fn a_missing_program_skips_with_one_line_naming_its_package() {
         .collect();
     assert_eq!(
         skips,
-        [
-            "skipped missing_program_child: `deadpeer-no-such-program` could not be run (not in \
-             PATH); install no-such-package (e.g. `apt-get install no-such-package`)"
-        ],
+        [format!(
+            "skipped {child}: `deadpeer-no-such-program` could not be run (not in PATH); \
+                 install no-such-package (e.g. `apt-get install no-such-package`)"
+        )],
         "{stderr}"
     );
 
