@@ -56,6 +56,40 @@ impl Listener for KeepaliveListener {
 /// axum::serve(listener, app.into_make_service_with_connect_info::<Liveness>()).await
 /// # }
 /// ```
+///
+/// # Handlers that stop when their client leaves
+///
+/// Race the work against [`Liveness::gone`], which resolves when the client's connection ends
+/// (its FIN, its RST, or its death), with nothing reading it; an SSE stream ends with
+/// `take_until(liveness.gone())`:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use axum::extract::ConnectInfo;
+/// use axum::response::sse::{Event, Sse};
+/// use deadpeer::Liveness;
+/// use futures_util::{Stream, StreamExt, stream};
+///
+/// async fn work(ConnectInfo(liveness): ConnectInfo<Liveness>) -> String {
+///     tokio::select! {
+///         Some(ending) = liveness.gone() => format!("client left: {ending}"),
+///         () = tokio::time::sleep(Duration::from_secs(60)) => "done".to_owned(), // the long job
+///     }
+/// }
+///
+/// async fn events(
+///     ConnectInfo(liveness): ConnectInfo<Liveness>,
+/// ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+///     let updates = stream::pending(); // a stream that is quiet for long stretches
+///     Sse::new(updates.take_until(liveness.gone()))
+/// }
+/// ```
+///
+/// hyper, which `axum::serve` runs, also drops a handler itself when the connection ends, in
+/// most cases: what it does over HTTP/1 and HTTP/2 (one request cancelled, a half-closed
+/// client), and what `gone()` adds, is on
+/// [`LivenessLayer`](crate::layer::LivenessLayer#http1-and-http2-what-ends-a-request-besides-gone).
 impl Connected<IncomingStream<'_, KeepaliveListener>> for Liveness {
     fn connect_info(stream: IncomingStream<'_, KeepaliveListener>) -> Self {
         stream.io().liveness()

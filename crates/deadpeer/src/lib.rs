@@ -14,8 +14,10 @@
 //! | axum | `axum::serve(KeepaliveListener, app.into_make_service_with_liveness())` (`axum::RouterExt`) |
 //! | axum over TLS | `KeepaliveListener::bind(..).await?.tls(config)` (`tls::TlsListener`) |
 //! | a hyper-util client | `layer::KeepaliveLayer` around the connector (under hyper-rustls's for TLS) |
+//! | a hyper server | `KeepaliveListener`, and `layer::LivenessLayer::new(stream.liveness())` around each connection's service |
 //! | a tonic client | `endpoint.connect_with_keepalive(policy)` (`tonic::EndpointExt`) |
 //! | a tonic server | `listener.incoming()`, with `incoming.liveness_layer()` for handlers' `Liveness` |
+//! | handlers that stop when their client leaves | `liveness.gone()`, the `Liveness` from `ConnectInfo<Liveness>` (axum) or the request's extensions (`layer::LivenessLayer`: hyper, tonic) |
 //! | a per-connection tower service | `layer::ReapLayer` |
 //! | reqwest | `reqwest::ClientBuilderExt::tcp_keepalive_policy` |
 //! | any socket | [`apply`], [`inspect`], [`tcp_info`] |
@@ -35,8 +37,8 @@
 //! | `tower` | yes | `layer::{KeepaliveLayer, ReapLayer}` |
 //! | `tracing` | yes | the events (target `deadpeer`; no subscriber is installed) |
 //! | `axum` | no | `axum::serve::Listener` for `KeepaliveListener`; `Liveness` as connect info; `axum::RouterExt` |
-//! | `hyper` | no | `layer::KeepaliveLayer` over hyper-util's `HttpConnector` (`TokioIo<KeepaliveStream>`), hyper-util's `Connection` for `KeepaliveStream` |
-//! | `tonic` | no | tonic's `Connected` for `KeepaliveStream`, `KeepaliveListener::incoming` for `serve_with_incoming`, `tonic::LivenessLayer` (handlers get their connection's `Liveness`), `tonic::EndpointExt` (channels under a policy, tonic's own connector settings kept) |
+//! | `hyper` | no | `layer::KeepaliveLayer` over hyper-util's `HttpConnector` (`TokioIo<KeepaliveStream>`), hyper-util's `Connection` for `KeepaliveStream`, `layer::LivenessLayer` (each request's `Liveness` in its extensions) |
+//! | `tonic` | no | tonic's `Connected` for `KeepaliveStream`, `KeepaliveListener::incoming` for `serve_with_incoming`, `Incoming::liveness_layer` (handlers get their connection's `Liveness`), `tonic::EndpointExt` (channels under a policy, tonic's own connector settings kept) |
 //! | `rustls` | no | `tls::TlsListener`: TLS (tokio-rustls) over a `KeepaliveListener`, an `axum::serve::Listener` with `axum`; no crypto provider chosen |
 //! | `serde` | no | `Serialize`/`Deserialize` for `KeepalivePolicy` and `UserTimeout` |
 //! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy`, `reqwest::PeerDeath` |

@@ -3,8 +3,9 @@
 //! settings.
 //!
 //! **Servers.** `listener.incoming()` is the stream for `serve_with_incoming`, and
-//! [`Incoming::liveness_layer`] a layer that puts each request's [`Liveness`] into its
-//! extensions (a handler: [`LivenessLayer`]); `request.remote_addr()` keeps working:
+//! [`Incoming::liveness_layer`] a [`LivenessLayer`] that puts each request's [`Liveness`] into
+//! its extensions (a handler that stops when its client leaves: [`Incoming::liveness_layer`]);
+//! `request.remote_addr()` keeps working:
 //!
 //! ```
 //! use deadpeer::{KeepaliveListener, KeepalivePolicy};
@@ -56,8 +57,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Channel, Endpoint};
 use tower_layer::Layer;
-use tower_service::Service;
 
+pub use crate::layer::{AddLiveness, LivenessLayer};
 use crate::layer::{Keepalive, KeepaliveLayer};
 use crate::listener::KeepaliveListener;
 use crate::liveness::{Liveness, State};
@@ -175,7 +176,7 @@ impl futures_core::Stream for Incoming {
 /// sweep, which runs when the table has doubled since the last one: the table holds at most
 /// about twice the live connections (plus 64), each entry a `Liveness` (no descriptor).
 #[derive(Clone, Default)]
-struct Registry(Arc<RegistryInner>);
+pub(crate) struct Registry(Arc<RegistryInner>);
 
 #[derive(Default)]
 struct RegistryInner {
@@ -214,7 +215,10 @@ impl Registry {
         self.0.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, info: &TcpConnectInfo) -> Option<Liveness> {
+    /// The `Liveness` of a request's connection, from the `TcpConnectInfo` tonic puts into
+    /// its extensions (over tonic's TLS too).
+    pub(crate) fn liveness_of(&self, extensions: &http::Extensions) -> Option<Liveness> {
+        let info = extensions.get::<TcpConnectInfo>()?;
         let key = (info.local_addr?, info.remote_addr?);
         self.lock().connections.get(&key).cloned()
     }
@@ -230,109 +234,58 @@ impl fmt::Debug for Registry {
 }
 
 impl Incoming {
-    /// A layer for `tonic::transport::Server::builder().layer(..)` that puts each request's
-    /// connection [`Liveness`] into its extensions: a handler reads it with
-    /// `request.extensions().get::<Liveness>()` and can end a server-streaming response when
-    /// the client dies (`take_until(liveness.dead())`).
+    /// A [`LivenessLayer`] for `tonic::transport::Server::builder().layer(..)`: each request
+    /// carries its connection's [`Liveness`], which a handler reads with
+    /// `request.extensions().get::<Liveness>()`, and a server-streaming response ends when its
+    /// client leaves with `take_until(liveness.gone())`. What a client's cancel of one call
+    /// (an HTTP/2 stream reset) does, beside its connection going, is on [`LivenessLayer`].
     ///
     /// From this call on, the stream starts watching each connection it yields (one epoll
     /// registration of its own socket, as [`KeepaliveStream::liveness`] does) and records it by
     /// its addresses, which tonic's [`TcpConnectInfo`] gives back per request. With tonic's own
     /// TLS (`Server::tls_config`) this works as it does over plain TCP.
+    ///
+    /// # Examples
+    ///
+    /// A server-streaming handler (tonic-health's `Watch`, which never ends by itself) that ends
+    /// when its client leaves:
+    ///
+    /// ```
+    /// use std::pin::Pin;
+    /// use deadpeer::Liveness;
+    /// use futures_util::{Stream, StreamExt, stream};
+    /// use tonic::{Request, Response, Status};
+    /// use tonic_health::pb::health_server::Health;
+    /// use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+    ///
+    /// struct Watcher;
+    ///
+    /// #[tonic::async_trait]
+    /// impl Health for Watcher {
+    ///     async fn check(
+    ///         &self,
+    ///         _request: Request<HealthCheckRequest>,
+    ///     ) -> Result<Response<HealthCheckResponse>, Status> {
+    ///         Ok(Response::new(HealthCheckResponse { status: 1 }))
+    ///     }
+    ///
+    ///     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+    ///
+    ///     async fn watch(
+    ///         &self,
+    ///         request: Request<HealthCheckRequest>,
+    ///     ) -> Result<Response<Self::WatchStream>, Status> {
+    ///         let liveness = request.extensions().get::<Liveness>().cloned();
+    ///         let liveness = liveness.ok_or_else(|| Status::internal("no liveness layer"))?;
+    ///         let updates = stream::once(async { Ok(HealthCheckResponse { status: 1 }) })
+    ///             .chain(stream::pending()) // a watch that would never end by itself
+    ///             .take_until(liveness.gone());
+    ///         Ok(Response::new(Box::pin(updates)))
+    ///     }
+    /// }
+    /// ```
     pub fn liveness_layer(&self) -> LivenessLayer {
         self.registry.0.enabled.store(true, Ordering::Relaxed);
-        LivenessLayer {
-            registry: self.registry.clone(),
-        }
-    }
-}
-
-/// Puts each request's connection [`Liveness`] into its extensions; from
-/// [`Incoming::liveness_layer`].
-///
-/// # Examples
-///
-/// A server-streaming handler (tonic-health's `Watch`, which never ends by itself) that ends
-/// when its client dies:
-///
-/// ```
-/// use std::pin::Pin;
-/// use deadpeer::Liveness;
-/// use futures_util::{Stream, StreamExt, stream};
-/// use tonic::{Request, Response, Status};
-/// use tonic_health::pb::health_server::Health;
-/// use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
-///
-/// struct Watcher;
-///
-/// #[tonic::async_trait]
-/// impl Health for Watcher {
-///     async fn check(
-///         &self,
-///         _request: Request<HealthCheckRequest>,
-///     ) -> Result<Response<HealthCheckResponse>, Status> {
-///         Ok(Response::new(HealthCheckResponse { status: 1 }))
-///     }
-///
-///     type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
-///
-///     async fn watch(
-///         &self,
-///         request: Request<HealthCheckRequest>,
-///     ) -> Result<Response<Self::WatchStream>, Status> {
-///         let liveness = request.extensions().get::<Liveness>().cloned();
-///         let liveness = liveness.ok_or_else(|| Status::internal("no liveness layer"))?;
-///         let updates = stream::once(async { Ok(HealthCheckResponse { status: 1 }) })
-///             .chain(stream::pending()) // a watch that would never end by itself
-///             .take_until(async move { liveness.dead().await });
-///         Ok(Response::new(Box::pin(updates)))
-///     }
-/// }
-/// ```
-#[derive(Debug, Clone)]
-pub struct LivenessLayer {
-    registry: Registry,
-}
-
-impl<S> Layer<S> for LivenessLayer {
-    type Service = AddLiveness<S>;
-
-    fn layer(&self, inner: S) -> AddLiveness<S> {
-        AddLiveness {
-            inner,
-            registry: self.registry.clone(),
-        }
-    }
-}
-
-/// The service of [`LivenessLayer`].
-#[derive(Debug, Clone)]
-pub struct AddLiveness<S> {
-    inner: S,
-    registry: Registry,
-}
-
-impl<S, B> Service<http::Request<B>> for AddLiveness<S>
-where
-    S: Service<http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
-        // tonic inserts the `TcpConnectInfo` itself, over TLS too.
-        let liveness = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(|info| self.registry.get(info));
-        if let Some(liveness) = liveness {
-            request.extensions_mut().insert(liveness);
-        }
-        self.inner.call(request)
+        LivenessLayer::incoming(self.registry.clone())
     }
 }

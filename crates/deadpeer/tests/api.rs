@@ -52,7 +52,8 @@ fn integrations(
     _tls: deadpeer::tls::TlsListener,
     _tls_stream: deadpeer::tls::TlsStream,
     _make: deadpeer::axum::IntoMakeServiceWithLiveness<axum::Router>,
-    _layer: deadpeer::tonic::LivenessLayer,
+    _layer: deadpeer::layer::LivenessLayer,
+    _add: deadpeer::layer::AddLiveness<()>,
     _incoming: deadpeer::tonic::Incoming,
 ) {
     fn router_ext<T: deadpeer::axum::RouterExt>() {}

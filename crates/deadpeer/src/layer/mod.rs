@@ -1,9 +1,11 @@
-//! Tower middleware: [`KeepaliveLayer`] for connectors, [`ReapLayer`] for per-connection services.
+//! Tower middleware: [`KeepaliveLayer`] for connectors, [`ReapLayer`] for per-connection
+//! services, `LivenessLayer` for request services (feature `hyper`).
 //!
 //! | layer | wraps | does |
 //! |---|---|---|
 //! | [`KeepaliveLayer`] | a connector, `Service<Uri>` or any `Service<R>` returning a [`KeepaliveIo`] | applies the policy to each new connection and wraps it, so a dead server surfaces as a [`DeadPeer`](crate::DeadPeer) through hyper-util's `Client` and tonic |
 //! | [`ReapLayer`] | a per-connection service, `Service<IO>` for an accepted [`KeepaliveIo`] | applies the policy, hands the service the wrapped connection, and drops (reaps) the service's future when the client dies, returning the `DeadPeer` |
+//! | `LivenessLayer` (feature `hyper`) | a request service, `Service<http::Request<B>>` (tower's or hyper's) | puts the connection's [`Liveness`](crate::Liveness) into each request's extensions, for handlers that stop when their client leaves |
 //!
 //! # Examples
 //!
@@ -47,6 +49,9 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub mod add_liveness;
 pub mod keepalive;
 pub mod reap;
 
@@ -54,6 +59,9 @@ use std::io;
 
 use tokio::net::TcpStream;
 
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use self::add_liveness::{AddLiveness, LivenessLayer};
 pub use self::keepalive::{Keepalive, KeepaliveLayer};
 pub use self::reap::{Reap, ReapLayer};
 use crate::liveness::AsLiveness;
