@@ -1,7 +1,7 @@
 //! Cross-crate integration tests for deadpeer on real network namespaces; see `tests/`.
 //!
 //! Also the doctests of the repository's markdown, which no published package holds: the
-//! README's and the guide's Rust blocks compile (and run, unless marked otherwise) under
+//! README's, the guide's and the recipes' Rust blocks compile (and run, unless marked otherwise) under
 //! `cargo test --workspace --all-features`, or `cargo test -p deadpeer-tests --doc`.
 
 /// The README's Rust blocks.
@@ -13,3 +13,8 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../../docs/guide.md")]
 pub struct GuideDoctests;
+
+/// The recipe for handlers that stop when their client leaves.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/recipes/cancel_on_disconnect.md")]
+pub struct CancelOnDisconnectDoctests;
