@@ -160,7 +160,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A client that vanishes without a FIN or RST (its host is gone) is found within FAST's
     // bound; one that closes or is killed, at once.
-    let listener = KeepaliveListener::bind(addr.as_str(), KeepalivePolicy::FAST).await?;
+    let listener = KeepaliveListener::bind(addr.as_str(), KeepalivePolicy::FAST)
+        .await
+        .map_err(|e| {
+            format!("DEADPEER_EXAMPLE_ADDR={addr:?}: {e}; give an address such as 127.0.0.1:0")
+        })?;
     println!("listening on {}", listener.local_addr()?);
     let app = Router::new()
         .route("/work", get(work))
