@@ -1,29 +1,33 @@
-//! Mass death: how long after the kernel do 2000 simultaneous deaths reach `Liveness::dead()`,
-//! with and without a slow log sink.
+//! Mass endings: how long after the kernel do 2000 simultaneous resets reach `Liveness::dead()`,
+//! and 2000 simultaneous clean closes `Liveness::gone()`, with and without a slow log sink.
 //!
 //! `cargo bench -p deadpeer --bench mass_death`. Environment:
 //! - `MASS_CONNS=2000` connections of each kind;
-//! - `MASS_RUNS=5` runs of each variant (interleaved: plain, slow, plain, slow, …);
-//! - `MASS_ONLY=plain` or `MASS_ONLY=slow` (default: both).
+//! - `MASS_RUNS=5` runs of each variant (interleaved: plain, slow, fin, fin_slow, plain, …);
+//! - `MASS_ONLY=plain,slow,fin,fin_slow` to pick variants (default: all four).
 //!
 //! Each run opens, on loopback, `MASS_CONNS` `deadpeer::connect` clients, each with a pending
-//! `dead()` and **no reader**, and as many raw tokio `TcpStream` clients with the same keepalive
-//! options set by hand and a pending `read()`: the kernel's own verdict, as the baseline. The
-//! server side (plain std sockets) is then closed with `SO_LINGER` 0, deadpeer's and raw peers
-//! interleaved, in one loop: an RST each, all within a few milliseconds. Every waiter records
-//! when it resolved, on the same current-thread runtime.
+//! `dead()` (`gone()` in the `fin` variants) and **no reader**, and as many raw tokio
+//! `TcpStream` clients with the same keepalive options set by hand and a pending `read()`: the
+//! kernel's own verdict, as the baseline. The server side (plain std sockets) is then closed,
+//! deadpeer's and raw peers interleaved, in one loop: with `SO_LINGER` 0, an RST each (`plain`,
+//! `slow`: the raw read fails with `ECONNRESET`, `dead()` is an `aborted` reset, since nothing
+//! of the clients' was outstanding), or cleanly, a FIN each (`fin`, `fin_slow`: the raw read
+//! returns EOF, `gone()` is `closed`), all within a few milliseconds. Every waiter records when
+//! it resolved, on the same current-thread runtime; each close's instant is recorded too.
 //!
-//! Variants: `plain` has no subscriber; `slow` has a tracing subscriber whose one layer sleeps
-//! 1 ms in `on_event` (a slow pipe or a blocking file writer), current where the connections
-//! were watched, so that every `dead peer detected` (one per death) takes 1 ms to log. The
-//! figure: the last `dead()` minus the last raw read error, in the same run.
+//! `slow` and `fin_slow` have a tracing subscriber whose one layer sleeps 1 ms in `on_event` (a
+//! slow pipe or a blocking file writer), current where the connections were watched, so that
+//! every ending's event (`connection ended`, one per connection) takes 1 ms to log. The
+//! figures: the last waiter of deadpeer minus the last raw waiter, in the same run, and each
+//! waiter's latency from its own peer's close.
 
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpeer::{Cause, KeepalivePolicy};
+use deadpeer::{Cause, Ending, KeepalivePolicy};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncReadExt;
@@ -32,18 +36,55 @@ use tracing_subscriber::layer::SubscriberExt;
 
 const POLICY: KeepalivePolicy = KeepalivePolicy::FAST;
 
-/// A layer that takes 1 ms per line, and counts the deaths it was told about.
+/// A layer that takes 1 ms per line, and counts the endings it was told about (the events
+/// with a `deadpeer.ending` field: a death's, an abort's, a FIN's).
 struct Slow {
-    deaths: Arc<AtomicUsize>,
+    endings: Arc<AtomicUsize>,
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Slow {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         std::thread::sleep(Duration::from_millis(1));
-        if event.metadata().target() == "deadpeer"
-            && *event.metadata().level() == tracing::Level::WARN
-        {
-            self.deaths.fetch_add(1, Ordering::SeqCst);
+        let meta = event.metadata();
+        if meta.target() == "deadpeer" && meta.fields().field("deadpeer.ending").is_some() {
+            self.endings.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One variant: how the peers close, and whether the subscriber is slow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Variant {
+    fin: bool,
+    slow: bool,
+}
+
+impl Variant {
+    const ALL: [Variant; 4] = [
+        Variant {
+            fin: false,
+            slow: false,
+        },
+        Variant {
+            fin: false,
+            slow: true,
+        },
+        Variant {
+            fin: true,
+            slow: false,
+        },
+        Variant {
+            fin: true,
+            slow: true,
+        },
+    ];
+
+    fn name(self) -> &'static str {
+        match (self.fin, self.slow) {
+            (false, false) => "plain",
+            (false, true) => "slow",
+            (true, false) => "fin",
+            (true, true) => "fin_slow",
         }
     }
 }
@@ -69,6 +110,9 @@ fn raise_nofile() {
 }
 
 struct Run {
+    /// Each waiter's latency from its own peer's close, in ms.
+    lat_raw: Vec<f64>,
+    lat_dp: Vec<f64>,
     last_raw: Duration,
     last_dp: Duration,
     first_raw: Duration,
@@ -79,7 +123,7 @@ struct Run {
     wrong: usize,
 }
 
-async fn one_run(n: usize, slow: bool) -> Run {
+async fn one_run(n: usize, v: Variant) -> Run {
     let listener = StdListener::bind("127.0.0.1:0").expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
     let mut dps = Vec::with_capacity(n);
@@ -93,36 +137,53 @@ async fn one_run(n: usize, slow: bool) -> Run {
         raws.push(raw);
         peers.push(listener.accept().expect("accept").0);
     }
-    for p in &peers {
-        SockRef::from(p)
-            .set_linger(Some(Duration::ZERO))
-            .expect("linger");
+    if !v.fin {
+        for p in &peers {
+            SockRef::from(p)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+        }
     }
 
-    let deaths = Arc::new(AtomicUsize::new(0));
-    let guard = slow.then(|| {
+    let endings = Arc::new(AtomicUsize::new(0));
+    let guard = v.slow.then(|| {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(Slow {
-            deaths: Arc::clone(&deaths),
+            endings: Arc::clone(&endings),
         }))
     });
+    // Task i waits for peer i: deadpeer's at even indices, raw at odd ones (`peers`' order).
     let mut tasks = Vec::with_capacity(2 * n);
-    for dp in dps {
+    for (dp, mut raw) in dps.into_iter().zip(raws) {
         // Watched here, with the slow subscriber current (if any).
         let liveness = dp.liveness();
+        let fin = v.fin;
         tasks.push(tokio::spawn(async move {
-            let dead = liveness.dead().await;
-            let t = Instant::now();
+            // A reset with nothing of ours outstanding: the peer application quit.
+            let (t, right) = if fin {
+                let ending = liveness.gone().await;
+                (Instant::now(), ending == Some(Ending::Closed))
+            } else {
+                let dead = liveness.dead().await;
+                let t = Instant::now();
+                let right = dead
+                    .is_some_and(|d| (d.cause(), d.ending()) == (Cause::Reset, Ending::Aborted));
+                (t, right)
+            };
+            let _ = SockRef::from(dp.get_ref()).set_linger(Some(Duration::ZERO));
             drop(dp);
-            (true, t, dead.map(|d| d.cause()))
+            (true, t, right)
         }));
-    }
-    for mut raw in raws {
         tasks.push(tokio::spawn(async move {
             let mut b = [0u8; 16];
             let r = raw.read(&mut b).await;
             let t = Instant::now();
-            let ok = matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
-            (false, t, ok.then_some(Cause::Reset))
+            let right = match &r {
+                Ok(0) => fin,
+                Err(e) => !fin && e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            };
+            let _ = SockRef::from(&raw).set_linger(Some(Duration::ZERO));
+            (false, t, right)
         }));
     }
     // Let every task reach its pending await.
@@ -131,8 +192,14 @@ async fn one_run(n: usize, slow: bool) -> Run {
     }
 
     let t0 = Instant::now();
-    drop(peers);
+    let mut closed = Vec::with_capacity(2 * n);
+    for p in peers {
+        drop(p);
+        closed.push(Instant::now());
+    }
     let mut run = Run {
+        lat_raw: Vec::with_capacity(n),
+        lat_dp: Vec::with_capacity(n),
         last_raw: Duration::ZERO,
         last_dp: Duration::ZERO,
         first_raw: Duration::MAX,
@@ -141,30 +208,33 @@ async fn one_run(n: usize, slow: bool) -> Run {
         events: 0,
         wrong: 0,
     };
-    for t in tasks {
-        let (is_dp, at, cause) = tokio::time::timeout(Duration::from_secs(60), t)
+    for (t, closed) in tasks.into_iter().zip(closed) {
+        let (is_dp, at, right) = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("a waiter hung")
             .expect("task");
         let d = at.duration_since(t0);
-        if cause != Some(Cause::Reset) {
+        let lat = ms(at.saturating_duration_since(closed));
+        if !right {
             run.wrong += 1;
         }
         if is_dp {
             run.last_dp = run.last_dp.max(d);
             run.first_dp = run.first_dp.min(d);
+            run.lat_dp.push(lat);
         } else {
             run.last_raw = run.last_raw.max(d);
             run.first_raw = run.first_raw.min(d);
+            run.lat_raw.push(lat);
         }
     }
-    if slow {
+    if v.slow {
         let until = Instant::now() + Duration::from_secs(60);
-        while deaths.load(Ordering::SeqCst) < n && Instant::now() < until {
+        while endings.load(Ordering::SeqCst) < n && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         run.events_done = Some(t0.elapsed());
-        run.events = deaths.load(Ordering::SeqCst);
+        run.events = endings.load(Ordering::SeqCst);
     }
     drop(guard);
     run
@@ -196,30 +266,26 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let only = std::env::var("MASS_ONLY").unwrap_or_default();
-    let variants: Vec<bool> = [false, true]
+    let variants: Vec<Variant> = Variant::ALL
         .into_iter()
-        .filter(|slow| {
-            only.is_empty()
-                || only
-                    .split(',')
-                    .any(|w| w.trim() == if *slow { "slow" } else { "plain" })
-        })
+        .filter(|v| only.is_empty() || only.split(',').any(|w| w.trim() == v.name()))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let mut results: Vec<(bool, Vec<Run>)> = variants.iter().map(|s| (*s, Vec::new())).collect();
+    let mut results: Vec<(Variant, Vec<Run>)> = variants.iter().map(|v| (*v, Vec::new())).collect();
     for r in 0..runs {
-        for (slow, out) in &mut results {
-            let run = rt.block_on(one_run(n, *slow));
+        for (v, out) in &mut results {
+            let run = rt.block_on(one_run(n, *v));
             eprintln!(
-                "run {}/{runs} {}: last raw {:.1} ms, last dead() {:.1} ms, events {}",
+                "run {}/{runs} {}: last raw {:.1} ms, last deadpeer {:.1} ms, events {}, wrong {}",
                 r + 1,
-                if *slow { "slow" } else { "plain" },
+                v.name(),
                 ms(run.last_raw),
                 ms(run.last_dp),
-                run.events
+                run.events,
+                run.wrong
             );
             out.push(run);
             // Let the sockets of the run close before the next.
@@ -227,28 +293,43 @@ fn main() {
         }
     }
     println!(
-        "\n## mass death: {n} deadpeer + {n} raw connections reset at once ({runs} runs; ms from the kill; median [min, max])"
+        "\n## mass endings: {n} deadpeer + {n} raw connections whose peers close at once ({runs} runs; ms from the first close; median [min, max] over the runs)"
     );
     println!(
-        "| subscriber | first raw read error | last raw read error | first dead() | last dead() | last dead() − last raw | last event written | events | wrong verdicts |"
+        "| variant | peers close with | subscriber | first raw | last raw | first deadpeer | last deadpeer | **last deadpeer − last raw** | waiter after its own peer's close, p50 / p99 (raw; deadpeer) | last event written | events | wrong verdicts |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (slow, rs) in &results {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (v, rs) in &results {
         let f = |g: &dyn Fn(&Run) -> f64| stat(rs.iter().map(g).collect());
+        let q = |lat: &dyn Fn(&Run) -> &Vec<f64>, p: f64| {
+            let mut all: Vec<f64> = rs.iter().flat_map(|r| lat(r).iter().copied()).collect();
+            all.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+            all[((all.len() - 1) as f64 * p).round() as usize]
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            if *slow { "1 ms per line" } else { "none" },
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1}; {:.1} / {:.1} | {} | {} | {} |",
+            v.name(),
+            if v.fin {
+                "FIN (`gone()`, raw EOF)"
+            } else {
+                "RST (`dead()`, raw ECONNRESET)"
+            },
+            if v.slow { "1 ms per line" } else { "none" },
             f(&|r| ms(r.first_raw)),
             f(&|r| ms(r.last_raw)),
             f(&|r| ms(r.first_dp)),
             f(&|r| ms(r.last_dp)),
             f(&|r| ms(r.last_dp) - ms(r.last_raw)),
-            if *slow {
+            q(&|r| &r.lat_raw, 0.5),
+            q(&|r| &r.lat_raw, 0.99),
+            q(&|r| &r.lat_dp, 0.5),
+            q(&|r| &r.lat_dp, 0.99),
+            if v.slow {
                 f(&|r| r.events_done.map_or(f64::NAN, ms))
             } else {
                 "—".into()
             },
-            if *slow {
+            if v.slow {
                 rs.iter()
                     .map(|r| r.events.to_string())
                     .collect::<Vec<_>>()
