@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::totals::{Totals, serial, series};
-use common::{WAKE, assert_one_event, capture, client_pair, deadline, events_settled, policy};
+use common::{WAKE, assert_one_event, capture, client_pair, deadline, policy};
 use deadpeer::metrics::{DEAD_CONNECTIONS, ENDED_CONNECTIONS, ENDING, ERROR_TYPE};
 use deadpeer::{Cause, DeadPeer, Ending, KeepalivePolicy, KeepaliveStream, TcpInfo};
 use deadpeer_testkit::events::Events;
@@ -227,6 +227,7 @@ async fn run(lab: &Lab, case: Case, port: u16, events: &Events) -> Seen {
     let (mut client, server) = client_pair(lab, port, &p).await;
     let liveness = client.liveness();
     assert!(liveness.is_watched());
+    assert!(!liveness.is_gone());
     let mut gone = resolved(liveness.gone());
     let mut dead = resolved(liveness.dead());
     let (start, _server) = fault(lab, case, &mut client, server).await;
@@ -244,6 +245,7 @@ async fn run(lab: &Lab, case: Case, port: u16, events: &Events) -> Seen {
     let after = at.duration_since(start);
     assert_eq!(ending, Some(expect.ending), "{case:?}: gone()");
     assert_eq!(liveness.ending(), Some(expect.ending), "{case:?}");
+    assert!(liveness.is_gone(), "{case:?}");
     assert!(
         after >= expect.earliest && after <= expect.latest,
         "{case:?}: gone() after {after:?}, expected within [{:?}, {:?}] of the fault",
@@ -257,7 +259,7 @@ async fn run(lab: &Lab, case: Case, port: u16, events: &Events) -> Seen {
         let pending = tokio::time::timeout_at((start + deadline(p)).into(), &mut dead).await;
         assert!(pending.is_err(), "{case:?}: dead() resolved: {pending:?}");
         assert!(!liveness.is_dead());
-        let got = events_settled(events, "connection ended", 1);
+        let got = events.settled("connection ended", 1);
         assert_eq!(endings_reported(events).len(), 1, "{:#?}", events.all());
         assert_eq!(got[0].level, tracing::Level::DEBUG);
         assert_eq!(got[0].fields["deadpeer.ending"], "closed");
