@@ -57,8 +57,9 @@ const CASES: [Case; 8] = [
     Case::ZeroWindow,
 ];
 
-/// When the path heals in [`Case::ForgetRetransmit`], from the write: after the retransmissions
-/// at about 0.2 s and 0.6 s (RTO 200 ms, doubling), before the one at 1.4 s.
+/// When the path heals in [`Case::ForgetRetransmit`], from the write: after the first two
+/// retransmissions (the RTO is at least 200 ms and doubles: about 0.2 s and 0.6 s after the
+/// write), before the third (1.4 s or later), and long before the user timeout.
 const HEAL_AFTER: Duration = Duration::from_millis(1000);
 
 /// What a case must give: the ending, the cause and errno of a death, and the window from the
@@ -102,7 +103,7 @@ impl Case {
                 deadline(p),
             ),
             // From the first write: the window closes after it, and the user timeout counts
-            // from the first unanswered zero-window probe.
+            // from the first zero-window probe, later still.
             Case::ZeroWindow => (
                 Ending::Stalled,
                 Some((Cause::Stalled, libc::ETIMEDOUT)),
