@@ -14,13 +14,12 @@
 //! `slow`: the raw read fails with `ECONNRESET`, `dead()` is an `aborted` reset, since nothing
 //! of the clients' was outstanding), or cleanly, a FIN each (`fin`, `fin_slow`: the raw read
 //! returns EOF, `gone()` is `closed`), all within a few milliseconds. Every waiter records when
-//! it resolved, on the same current-thread runtime; each close's instant is recorded too.
+//! it resolved, on the same current-thread runtime.
 //!
 //! `slow` and `fin_slow` have a tracing subscriber whose one layer sleeps 1 ms in `on_event` (a
 //! slow pipe or a blocking file writer), current where the connections were watched, so that
 //! every ending's event (`connection ended`, one per connection) takes 1 ms to log. The
-//! figures: the last waiter of deadpeer minus the last raw waiter, in the same run, and each
-//! waiter's latency from its own peer's close.
+//! figure: the last waiter of deadpeer minus the last raw waiter, in the same run.
 
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
 use std::sync::Arc;
@@ -110,9 +109,6 @@ fn raise_nofile() {
 }
 
 struct Run {
-    /// Each waiter's latency from its own peer's close, in ms.
-    lat_raw: Vec<f64>,
-    lat_dp: Vec<f64>,
     last_raw: Duration,
     last_dp: Duration,
     first_raw: Duration,
@@ -151,28 +147,32 @@ async fn one_run(n: usize, v: Variant) -> Run {
             endings: Arc::clone(&endings),
         }))
     });
-    // Task i waits for peer i: deadpeer's at even indices, raw at odd ones (`peers`' order).
+    let fin = v.fin;
     let mut tasks = Vec::with_capacity(2 * n);
-    for (dp, mut raw) in dps.into_iter().zip(raws) {
+    for dp in dps {
         // Watched here, with the slow subscriber current (if any).
         let liveness = dp.liveness();
-        let fin = v.fin;
         tasks.push(tokio::spawn(async move {
-            // A reset with nothing of ours outstanding: the peer application quit.
             let (t, right) = if fin {
                 let ending = liveness.gone().await;
                 (Instant::now(), ending == Some(Ending::Closed))
             } else {
                 let dead = liveness.dead().await;
                 let t = Instant::now();
+                // A reset with nothing of ours outstanding: the peer application quit.
                 let right = dead
                     .is_some_and(|d| (d.cause(), d.ending()) == (Cause::Reset, Ending::Aborted));
                 (t, right)
             };
-            let _ = SockRef::from(dp.get_ref()).set_linger(Some(Duration::ZERO));
+            if fin {
+                // No TIME_WAIT left behind by the run.
+                let _ = SockRef::from(dp.get_ref()).set_linger(Some(Duration::ZERO));
+            }
             drop(dp);
             (true, t, right)
         }));
+    }
+    for mut raw in raws {
         tasks.push(tokio::spawn(async move {
             let mut b = [0u8; 16];
             let r = raw.read(&mut b).await;
@@ -182,7 +182,9 @@ async fn one_run(n: usize, v: Variant) -> Run {
                 Err(e) => !fin && e.kind() == std::io::ErrorKind::ConnectionReset,
                 Ok(_) => false,
             };
-            let _ = SockRef::from(&raw).set_linger(Some(Duration::ZERO));
+            if fin {
+                let _ = SockRef::from(&raw).set_linger(Some(Duration::ZERO));
+            }
             (false, t, right)
         }));
     }
@@ -192,14 +194,8 @@ async fn one_run(n: usize, v: Variant) -> Run {
     }
 
     let t0 = Instant::now();
-    let mut closed = Vec::with_capacity(2 * n);
-    for p in peers {
-        drop(p);
-        closed.push(Instant::now());
-    }
+    drop(peers);
     let mut run = Run {
-        lat_raw: Vec::with_capacity(n),
-        lat_dp: Vec::with_capacity(n),
         last_raw: Duration::ZERO,
         last_dp: Duration::ZERO,
         first_raw: Duration::MAX,
@@ -208,24 +204,21 @@ async fn one_run(n: usize, v: Variant) -> Run {
         events: 0,
         wrong: 0,
     };
-    for (t, closed) in tasks.into_iter().zip(closed) {
+    for t in tasks {
         let (is_dp, at, right) = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("a waiter hung")
             .expect("task");
         let d = at.duration_since(t0);
-        let lat = ms(at.saturating_duration_since(closed));
         if !right {
             run.wrong += 1;
         }
         if is_dp {
             run.last_dp = run.last_dp.max(d);
             run.first_dp = run.first_dp.min(d);
-            run.lat_dp.push(lat);
         } else {
             run.last_raw = run.last_raw.max(d);
             run.first_raw = run.first_raw.min(d);
-            run.lat_raw.push(lat);
         }
     }
     if v.slow {
@@ -296,18 +289,13 @@ fn main() {
         "\n## mass endings: {n} deadpeer + {n} raw connections whose peers close at once ({runs} runs; ms from the first close; median [min, max] over the runs)"
     );
     println!(
-        "| variant | peers close with | subscriber | first raw | last raw | first deadpeer | last deadpeer | **last deadpeer − last raw** | waiter after its own peer's close, p50 / p99 (raw; deadpeer) | last event written | events | wrong verdicts |"
+        "| variant | peers close with | subscriber | first raw | last raw | first deadpeer | last deadpeer | **last deadpeer − last raw** | last event written | events | wrong verdicts |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (v, rs) in &results {
         let f = |g: &dyn Fn(&Run) -> f64| stat(rs.iter().map(g).collect());
-        let q = |lat: &dyn Fn(&Run) -> &Vec<f64>, p: f64| {
-            let mut all: Vec<f64> = rs.iter().flat_map(|r| lat(r).iter().copied()).collect();
-            all.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-            all[((all.len() - 1) as f64 * p).round() as usize]
-        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1}; {:.1} / {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             v.name(),
             if v.fin {
                 "FIN (`gone()`, raw EOF)"
@@ -320,10 +308,6 @@ fn main() {
             f(&|r| ms(r.first_dp)),
             f(&|r| ms(r.last_dp)),
             f(&|r| ms(r.last_dp) - ms(r.last_raw)),
-            q(&|r| &r.lat_raw, 0.5),
-            q(&|r| &r.lat_raw, 0.99),
-            q(&|r| &r.lat_dp, 0.5),
-            q(&|r| &r.lat_dp, 0.99),
             if v.slow {
                 f(&|r| r.events_done.map_or(f64::NAN, ms))
             } else {
