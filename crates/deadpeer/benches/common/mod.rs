@@ -329,13 +329,54 @@ pub enum FinKind {
     Gone,
 }
 
+/// A thread that closes the peers of the FIN workload, as a remote peer would: the FIN arrives
+/// while the waiter's runtime thread is parked, so that a raw read, too, has to be woken.
+pub struct Closer {
+    peers: std::sync::mpsc::Sender<StdStream>,
+    closed: std::sync::mpsc::Receiver<Instant>,
+}
+
+impl Closer {
+    pub fn start() -> Closer {
+        let (peers, todo) = std::sync::mpsc::channel::<StdStream>();
+        let (done, closed) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("bench-closer".into())
+            .spawn(move || {
+                for peer in todo {
+                    // Long enough for the runtime thread to park.
+                    std::thread::sleep(Duration::from_micros(200));
+                    let at = Instant::now();
+                    drop(peer);
+                    if done.send(at).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("closer thread");
+        Closer { peers, closed }
+    }
+
+    /// Closes `peer` cleanly, soon, on the closer's thread.
+    fn close(&self, peer: StdStream) {
+        self.peers.send(peer).expect("closer thread");
+    }
+
+    /// When the last peer handed over was closed.
+    fn closed_at(&self) -> Instant {
+        self.closed.recv().expect("closer thread")
+    }
+}
+
 /// The FIN workload: `n` times, a client of `kind` connects to `listener` (untimed) and waits
-/// in a spawned task; its peer, the accepted std socket, closes cleanly (nothing unread: a
-/// FIN); the time from that `close` to the task's wake-up (read in the task) is pushed to
-/// `samples`. Returns the sum. Each client is then closed with RST (no TIME_WAIT).
+/// in a spawned task; its peer, the accepted std socket, is closed cleanly by `closer`
+/// (nothing unread: a FIN); the time from that `close` to the task's wake-up (read in the task)
+/// is pushed to `samples`. Returns the sum. Each client is then closed with RST (no
+/// TIME_WAIT).
 pub async fn fin_batch(
     kind: FinKind,
     listener: &std::net::TcpListener,
+    closer: &Closer,
     n: usize,
     samples: &mut Vec<Duration>,
 ) -> Duration {
@@ -374,9 +415,9 @@ pub async fn fin_batch(
         for _ in 0..2 {
             tokio::task::yield_now().await;
         }
-        let start = Instant::now();
-        drop(peer);
-        let took = task.await.expect("waiter").duration_since(start);
+        closer.close(peer);
+        let at = task.await.expect("waiter");
+        let took = at.duration_since(closer.closed_at());
         samples.push(took);
         total += took;
     }
