@@ -133,12 +133,16 @@ async fn one_run(n: usize, v: Variant) -> Run {
         raws.push(raw);
         peers.push(listener.accept().expect("accept").0);
     }
-    if !v.fin {
-        for p in &peers {
-            SockRef::from(p)
-                .set_linger(Some(Duration::ZERO))
-                .expect("linger");
-        }
+    // An RST from each peer; or a FIN from each peer, and the clients closed with RST once the
+    // run is over (no TIME_WAIT left behind).
+    let rst: Vec<SockRef<'_>> = if v.fin {
+        let clients = dps.iter().map(|d| SockRef::from(d.get_ref()));
+        clients.chain(raws.iter().map(SockRef::from)).collect()
+    } else {
+        peers.iter().map(SockRef::from).collect()
+    };
+    for s in rst {
+        s.set_linger(Some(Duration::ZERO)).expect("linger");
     }
 
     let endings = Arc::new(AtomicUsize::new(0));
@@ -164,12 +168,10 @@ async fn one_run(n: usize, v: Variant) -> Run {
                     .is_some_and(|d| (d.cause(), d.ending()) == (Cause::Reset, Ending::Aborted));
                 (t, right)
             };
-            if fin {
-                // No TIME_WAIT left behind by the run.
-                let _ = SockRef::from(dp.get_ref()).set_linger(Some(Duration::ZERO));
-            }
-            drop(dp);
-            (true, t, right)
+            // A clean close leaves the stream to close after the run: a task that closes
+            // it here would delay the next waiters.
+            let held: Option<Box<dyn Send>> = if fin { Some(Box::new(dp)) } else { None };
+            (true, t, right, held)
         }));
     }
     for mut raw in raws {
@@ -182,10 +184,8 @@ async fn one_run(n: usize, v: Variant) -> Run {
                 Err(e) => !fin && e.kind() == std::io::ErrorKind::ConnectionReset,
                 Ok(_) => false,
             };
-            if fin {
-                let _ = SockRef::from(&raw).set_linger(Some(Duration::ZERO));
-            }
-            (false, t, right)
+            let held: Option<Box<dyn Send>> = if fin { Some(Box::new(raw)) } else { None };
+            (false, t, right, held)
         }));
     }
     // Let every task reach its pending await.
@@ -204,8 +204,9 @@ async fn one_run(n: usize, v: Variant) -> Run {
         events: 0,
         wrong: 0,
     };
+    let mut held = Vec::with_capacity(2 * n);
     for t in tasks {
-        let (is_dp, at, right) = tokio::time::timeout(Duration::from_secs(60), t)
+        let (is_dp, at, right, h) = tokio::time::timeout(Duration::from_secs(60), t)
             .await
             .expect("a waiter hung")
             .expect("task");
@@ -213,6 +214,7 @@ async fn one_run(n: usize, v: Variant) -> Run {
         if !right {
             run.wrong += 1;
         }
+        held.push(h);
         if is_dp {
             run.last_dp = run.last_dp.max(d);
             run.first_dp = run.first_dp.min(d);
@@ -230,6 +232,7 @@ async fn one_run(n: usize, v: Variant) -> Run {
         run.events = endings.load(Ordering::SeqCst);
     }
     drop(guard);
+    drop(held);
     run
 }
 
