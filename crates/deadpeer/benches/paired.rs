@@ -250,7 +250,7 @@ fn main() {
             let mut variants: Vec<(&str, Batch<'_>)> = vec![
                 ("raw TcpStream", &mut a),
                 ("KeepaliveStream", &mut b),
-                ("KeepaliveStream + pending dead()", &mut c),
+                ("KeepaliveStream + pending dead() and gone()", &mut c),
             ];
             #[cfg(feature = "metrics")]
             let mut d = || recorded(|| timed(1));
@@ -282,7 +282,7 @@ fn main() {
             let mut variants: Vec<(&str, Batch<'_>)> = vec![
                 ("raw TcpStream", &mut a),
                 ("KeepaliveStream", &mut b),
-                ("KeepaliveStream + pending dead()", &mut c),
+                ("KeepaliveStream + pending dead() and gone()", &mut c),
             ];
             #[cfg(feature = "metrics")]
             let mut d = || recorded(|| timed(1));
