@@ -1,11 +1,13 @@
-//! Load harness: heap bytes per connection, and wakeups and CPU of many idle connections that
-//! each have a pending `Liveness::dead()`.
+//! Load harness: heap bytes per connection, wakeups and CPU of many idle connections that each
+//! have a pending `Liveness::dead()`, and the reaper's wake-ups while watched connections carry
+//! data.
 //!
 //! `cargo bench -p deadpeer --bench load`. Environment:
-//! - `LOAD_ONLY=heap` or `LOAD_ONLY=idle` (default: both);
+//! - `LOAD_ONLY=heap`, `LOAD_ONLY=idle` or `LOAD_ONLY=data` (default: all three);
 //! - `LOAD_CONNS=10000,50000` idle connection counts (default);
-//! - `LOAD_SECS=10` length of the idle window;
-//! - `LOAD_HEAP_CONNS=2000` connections for the heap measurement.
+//! - `LOAD_SECS=10` length of the idle and data windows;
+//! - `LOAD_HEAP_CONNS=2000` connections for the heap measurement;
+//! - `LOAD_DATA_CONNS=1000` watched connections carrying data.
 //!
 //! Each idle connection costs two descriptors (client and accepted stream; `Liveness` watches
 //! the accepted stream's own descriptor). The harness raises `RLIMIT_NOFILE` (with `nix`) as far
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use deadpeer::{KeepalivePolicy, KeepaliveStream};
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 // ---- counting allocator ------------------------------------------------------------------------
@@ -332,6 +335,44 @@ fn heap(n: usize) {
         for t in &tasks {
             t.abort();
         }
+        for t in tasks {
+            let _ = t.await;
+        }
+        settle().await;
+
+        // gone() instead, as a spawned task: the same waiter slot.
+        let mut tasks = Vec::with_capacity(n);
+        let first = FIRST_POLLS.load(Ordering::SeqCst);
+        let l6 = live();
+        for l in &lives {
+            tasks.push(tokio::spawn(counted(l.gone())));
+        }
+        while FIRST_POLLS.load(Ordering::SeqCst) < first + n {
+            tokio::task::yield_now().await;
+        }
+        let gone_task = (live() - l6) as f64 / n as f64;
+        for t in &tasks {
+            t.abort();
+        }
+
+        // A read's EOF (the peer's FIN) on streams that nothing watches: what the read keeps
+        // until the stream is dropped.
+        let fin_clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(dp_addr).unwrap())
+            .collect();
+        let mut fin_held: Vec<(KeepaliveStream, SocketAddr)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            fin_held.push(dp.accept().await.expect("accept"));
+        }
+        for c in &fin_clients {
+            c.shutdown(std::net::Shutdown::Write).expect("FIN");
+        }
+        let mut buf = [0u8; 16];
+        let l7 = live();
+        for (s, _) in &mut fin_held {
+            assert_eq!(s.read(&mut buf).await.expect("EOF"), 0);
+        }
+        let eof_bytes = (live() - l7) as f64 / n as f64;
 
         println!("\n## heap per connection ({n} connections, accepted side, counting allocator)");
         println!("| what | heap bytes / connection | descriptors / connection |");
@@ -343,6 +384,7 @@ fn heap(n: usize) {
         println!("| + first poll of `dead()` (its waiter slot) | {dead_polled:.0} | 0 |");
         println!("| trivial spawned task (`pending()`), for reference | {task_bytes:.0} | 0 |");
         println!("| `dead()` in a spawned task, polled once (future + task + waiter slot) | {dead_task:.0} | 0 |");
+        println!("| `gone()` in a spawned task, polled once (future + task + waiter slot) | {gone_task:.0} | 0 |");
         println!(
             "| **watched**: `liveness()` + spawned pending `dead()` | {:.0} | {:.2} |",
             live_bytes + dead_polled + dead_task,
@@ -358,7 +400,112 @@ fn heap(n: usize) {
             ks_bytes + live_bytes + dead_polled + dead_task - raw_bytes,
             ks_fds + live_fds - raw_fds
         );
-        drop((tasks, lives, held, clients, warm, w1, w2));
+        println!(
+            "| a read's EOF (the peer's FIN) on a `KeepaliveStream` nothing watches, kept until \
+             the stream is dropped | {eof_bytes:.0} | 0 |"
+        );
+        drop((tasks, lives, held, clients, warm, w1, w2, fin_held, fin_clients));
+    });
+}
+
+// ---- data --------------------------------------------------------------------------------------
+
+/// The reaper thread's context switches, voluntary and involuntary (each voluntary one is a
+/// sleep in `epoll_wait` that ended); `None` while no reaper thread runs.
+fn reaper_switches() -> Option<u64> {
+    let dir = std::fs::read_dir("/proc/self/task").ok()?;
+    dir.filter_map(Result::ok).find_map(|e| {
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == "deadpeer-reaper").then(|| {
+            let p = format!("{}/status", e.path().display());
+            status_field(&p, "voluntary_ctxt_switches:")
+                + status_field(&p, "nonvoluntary_ctxt_switches:")
+        })
+    })
+}
+
+/// `n` watched connections (accepted `KeepaliveStream`s, each with a pending `dead()` and a
+/// pending `gone()` in spawned tasks) carry data for `secs`: 64-byte round trips on each, and
+/// 1 MiB both ways on eight of them per round (full send buffers, window updates). Counts the
+/// reaper thread's context switches and the watchers' wake-ups, which must stay 0; then, as the
+/// control, one client's FIN, which must wake both.
+fn data(n: usize, secs: u64) {
+    raise_nofile(2 * n as u64 + 1024);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let l = deadpeer::KeepaliveListener::new(listener(), POLICY).expect("keepalive listener");
+        let addr = l.local_addr().unwrap();
+        let first = FIRST_POLLS.load(Ordering::SeqCst);
+        let mut pairs: Vec<(TcpStream, KeepaliveStream)> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let client = TcpStream::connect(addr).await.expect("connect");
+            let (server, _) = l.accept().await.expect("accept");
+            let liveness = server.liveness();
+            tokio::spawn(counted(liveness.dead()));
+            tokio::spawn(counted(liveness.gone()));
+            pairs.push((client, server));
+        }
+        while FIRST_POLLS.load(Ordering::SeqCst) < first + 2 * n {
+            tokio::task::yield_now().await;
+        }
+        settle().await;
+        let sw0 = reaper_switches().expect("the reaper thread runs");
+        let later0 = LATER_POLLS.load(Ordering::SeqCst);
+        let start = Instant::now();
+        let (mut trips, mut bulk) = (0u64, 0u64);
+        let mut msg = [7u8; 64];
+        let mut big = vec![0u8; 1 << 20];
+        let mut back = vec![0u8; 1 << 20];
+        while start.elapsed() < Duration::from_secs(secs) {
+            for (c, s) in &mut pairs {
+                c.write_all(&msg).await.expect("write");
+                s.read_exact(&mut msg).await.expect("read");
+                s.write_all(&msg).await.expect("write");
+                c.read_exact(&mut msg).await.expect("read");
+                trips += 1;
+            }
+            for (c, s) in pairs.iter_mut().take(8) {
+                let (w, r) = tokio::join!(s.write_all(&big), c.read_exact(&mut back));
+                w.and(r.map(drop)).expect("server to client");
+                let (w, r) = tokio::join!(c.write_all(&back), s.read_exact(&mut big));
+                w.and(r.map(drop)).expect("client to server");
+                bulk += 2 << 20;
+            }
+        }
+        let window = start.elapsed();
+        let sw1 = reaper_switches().expect("the reaper thread runs");
+        let later1 = LATER_POLLS.load(Ordering::SeqCst);
+
+        // The control: the first client's FIN wakes the reaper and resolves one gone().
+        let (client, server) = pairs.remove(0);
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sw2 = reaper_switches().expect("the reaper thread runs");
+        let later2 = LATER_POLLS.load(Ordering::SeqCst);
+        drop(server);
+
+        println!(
+            "\n## data on watched connections: {n} accepted `KeepaliveStream`s, each with a \
+             pending `dead()` and `gone()`"
+        );
+        println!(
+            "| window | round trips (64 B) | bulk bytes | reaper context switches | watcher \
+             wake-ups (polls after the first) | control, one FIN: reaper switches / wake-ups |"
+        );
+        println!("|---|---|---|---|---|---|");
+        println!(
+            "| {:.2} s | {trips} | {} MiB | {} | {} | {} / {} |",
+            window.as_secs_f64(),
+            bulk >> 20,
+            sw1 - sw0,
+            later1 - later0,
+            sw2 - sw1,
+            later2 - later1
+        );
+        drop(pairs);
     });
 }
 
@@ -572,6 +719,10 @@ fn main() {
     if wanted("heap") {
         let n = env_list("LOAD_HEAP_CONNS", &[2000])[0];
         heap(n);
+    }
+    if wanted("data") {
+        let secs = env_list("LOAD_SECS", &[10])[0] as u64;
+        data(env_list("LOAD_DATA_CONNS", &[1000])[0], secs);
     }
     if wanted("idle") {
         let secs = env_list("LOAD_SECS", &[10])[0] as u64;

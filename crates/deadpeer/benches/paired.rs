@@ -6,7 +6,12 @@
 //! over the rounds.
 //!
 //! `cargo bench -p deadpeer --bench paired` (`PAIRED_ROUNDS=N` to change the 40 rounds;
-//! `PAIRED_ONLY=accept,connect,echo,rtt` to pick workloads).
+//! `PAIRED_ONLY=accept,connect,echo,rtt,fin` to pick workloads).
+//!
+//! `fin` times the peer's clean close: from the peer's `close` (a FIN, on another thread, as a
+//! remote peer's arrives) to the wake-up of a task waiting on a raw tokio `read()` (EOF) or on
+//! `Liveness::gone()` with nothing reading; it also prints the distribution of every single FIN,
+//! since a goal on it is a latency, not a ratio.
 //!
 //! With `--features metrics`, each workload gains a variant run with a Prometheus recorder
 //! (`metrics-exporter-prometheus`) installed as this thread's recorder for the batch; the
@@ -24,7 +29,7 @@ use std::time::{Duration, Instant};
 /// A batch runner: runs one batch and returns its time and how many operations it did.
 type Batch<'a> = &'a mut dyn FnMut() -> (Duration, u64);
 
-use common::{AcceptBench, AcceptKind, BLOCK, Clients, Server};
+use common::{AcceptBench, AcceptKind, BLOCK, Clients, FinKind, Server};
 
 /// Runs `rounds` rounds of `variants` (name, batch runner returning (time, ops)) and prints the
 /// table. The first variant is the baseline.
@@ -36,6 +41,7 @@ fn paired(title: &str, unit: &str, rounds: usize, variants: &mut [(&str, Batch<'
     }
     let mut per_op: Vec<Vec<f64>> = vec![Vec::new(); k];
     let mut ratio: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let mut diff: Vec<Vec<f64>> = vec![Vec::new(); k];
     for r in 0..rounds {
         let mut this = vec![0f64; k];
         for j in 0..k {
@@ -46,20 +52,23 @@ fn paired(title: &str, unit: &str, rounds: usize, variants: &mut [(&str, Batch<'
         for i in 0..k {
             per_op[i].push(this[i]);
             ratio[i].push(this[i] / this[0]);
+            diff[i].push(this[i] - this[0]);
         }
     }
     println!("\n## {title} ({rounds} interleaved rounds)");
     println!(
-        "| variant | median {unit} | p25–p75 {unit} | time ratio vs {} (median) | p25–p75 |",
+        "| variant | median {unit} | p25–p75 {unit} | time ratio vs {} (median) | p25–p75 | \
+         difference (median) | p25–p75 |",
         variants[0].0
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for i in 0..k {
         let (m, lo, hi) = common::quartiles(&mut per_op[i]);
         let (rm, rlo, rhi) = common::quartiles(&mut ratio[i]);
+        let (dm, dlo, dhi) = common::quartiles(&mut diff[i]);
         println!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3}–{:.3} |",
-            variants[i].0, m, lo, hi, rm, rlo, rhi
+            "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3}–{:.3} | {:+.0} | {:+.0}–{:+.0} |",
+            variants[i].0, m, lo, hi, rm, rlo, rhi, dm, dlo, dhi
         );
     }
     println!("(rate ratio = 1 / time ratio)");
@@ -125,6 +134,47 @@ fn main() {
             rounds,
             &mut variants,
         );
+    }
+
+    if wanted("fin") {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let closer = common::Closer::start();
+        let n = 50;
+        let samples = std::cell::RefCell::new([Vec::new(), Vec::new()]);
+        let timed = |kind: FinKind| {
+            let mut samples = samples.borrow_mut();
+            let out = &mut samples[kind as usize];
+            let took = rt.block_on(common::fin_batch(kind, &listener, &closer, n, out));
+            (took, n as u64)
+        };
+        let (mut a, mut b) = (|| timed(FinKind::RawRead), || timed(FinKind::Gone));
+        paired(
+            "the peer's FIN: from its close to the waiting task's wake-up, loopback",
+            "ns/FIN",
+            rounds,
+            &mut [
+                ("raw TcpStream, pending read() (EOF)", &mut a),
+                ("KeepaliveStream, nothing reading, pending gone()", &mut b),
+            ],
+        );
+        let mut samples = samples.into_inner();
+        println!("\nevery FIN (the warm-up round included), µs:");
+        println!("| waiter | FINs | p50 | p90 | p99 | max | over 1 ms |");
+        println!("|---|---|---|---|---|---|---|");
+        for (kind, v) in [FinKind::RawRead, FinKind::Gone].iter().zip(&mut samples) {
+            let mut us: Vec<f64> = v.iter().map(|d| d.as_secs_f64() * 1e6).collect();
+            us.sort_by(|x, y| x.partial_cmp(y).expect("no NaN"));
+            let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "| {kind:?} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                us.len(),
+                at(0.5),
+                at(0.9),
+                at(0.99),
+                at(1.0),
+                us.iter().filter(|&&t| t > 1000.0).count()
+            );
+        }
     }
 
     let server = Server::start();
@@ -200,7 +250,7 @@ fn main() {
             let mut variants: Vec<(&str, Batch<'_>)> = vec![
                 ("raw TcpStream", &mut a),
                 ("KeepaliveStream", &mut b),
-                ("KeepaliveStream + pending dead()", &mut c),
+                ("KeepaliveStream + pending dead() and gone()", &mut c),
             ];
             #[cfg(feature = "metrics")]
             let mut d = || recorded(|| timed(1));
@@ -232,7 +282,7 @@ fn main() {
             let mut variants: Vec<(&str, Batch<'_>)> = vec![
                 ("raw TcpStream", &mut a),
                 ("KeepaliveStream", &mut b),
-                ("KeepaliveStream + pending dead()", &mut c),
+                ("KeepaliveStream + pending dead() and gone()", &mut c),
             ];
             #[cfg(feature = "metrics")]
             let mut d = || recorded(|| timed(1));

@@ -1,7 +1,8 @@
 //! The metrics (feature `metrics`), read from a global `metrics-util` debugging recorder: real
 //! deaths of each cause in namespace labs, churn of watched connections on loopback, and
 //! failures to apply a policy. Alone in its binary, because the recorder is process-wide; the
-//! tests take turns (`serial`), since each compares the totals before and after.
+//! tests take turns (`serial`), since each compares the totals before and after
+//! (`common::totals`).
 
 // `capture` goes unused: these tests read the recorder, not the events.
 #[allow(unused_imports)]
@@ -10,9 +11,9 @@ mod common;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use common::totals::{Series, Totals, serial, series};
 use common::{client_pair, deadline, policy, wait_dead};
 use deadpeer::layer::ReapLayer;
 use deadpeer::metrics::{
@@ -21,95 +22,10 @@ use deadpeer::metrics::{
 };
 use deadpeer::{Cause, DeadPeer, Ending, KeepaliveListener, KeepalivePolicy, KeepaliveStream};
 use deadpeer_testkit::{Lab, Reject, Tool, lab_or_skip};
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use tokio::io::AsyncWriteExt;
 use tower_layer::Layer;
 use tower_service::Service;
-
-/// A metric and its labels, as `name{key=value,…}`.
-type Series = String;
-
-/// Everything recorded since the recorder was installed. The debugging recorder resets counters
-/// and gauges and drains histograms at each snapshot, so the totals are kept here.
-#[derive(Debug, Clone, Default)]
-struct Totals {
-    counters: HashMap<Series, u64>,
-    gauges: HashMap<Series, f64>,
-    histograms: HashMap<Series, Vec<f64>>,
-}
-
-fn series(name: &str, labels: &[(&str, &str)]) -> Series {
-    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{name}{{{}}}", labels.join(","))
-}
-
-impl Totals {
-    fn read() -> Totals {
-        static SNAPSHOTTER: OnceLock<Snapshotter> = OnceLock::new();
-        static TOTALS: Mutex<Option<Totals>> = Mutex::new(None);
-        let snapshotter = SNAPSHOTTER.get_or_init(|| {
-            let recorder = DebuggingRecorder::new();
-            let snapshotter = recorder.snapshotter();
-            recorder
-                .install()
-                .expect("the only recorder of this binary");
-            deadpeer::metrics::describe();
-            snapshotter
-        });
-        let mut totals = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
-        let totals = totals.get_or_insert_with(Totals::default);
-        for (key, _unit, _description, value) in snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
-            let s = series(key.name(), &labels);
-            match value {
-                DebugValue::Counter(n) => *totals.counters.entry(s).or_default() += n,
-                DebugValue::Gauge(v) => *totals.gauges.entry(s).or_default() += v.into_inner(),
-                DebugValue::Histogram(vs) => totals
-                    .histograms
-                    .entry(s)
-                    .or_default()
-                    .extend(vs.into_iter().map(|v| v.into_inner())),
-            }
-        }
-        totals.clone()
-    }
-
-    /// The totals once `done` holds of them (or after 2 s). A death is counted after its
-    /// verdict: when the reaper saw it, `dead()` may resolve a moment before.
-    fn read_until(done: impl Fn(&Totals) -> bool) -> Totals {
-        let until = std::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let totals = Totals::read();
-            if done(&totals) || std::time::Instant::now() >= until {
-                return totals;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn counter(&self, s: &Series) -> u64 {
-        self.counters.get(s).copied().unwrap_or(0)
-    }
-
-    fn gauge(&self, s: &Series) -> f64 {
-        self.gauges.get(s).copied().unwrap_or(0.0)
-    }
-
-    /// The values of histogram `s` recorded after `before`.
-    fn new_values(&self, before: &Totals, s: &Series) -> Vec<f64> {
-        let old = before.histograms.get(s).map_or(0, Vec::len);
-        self.histograms
-            .get(s)
-            .map_or_else(Vec::new, |v| v[old..].to_vec())
-    }
-}
-
-/// The tests of this binary take turns: each compares totals before and after.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -257,18 +173,7 @@ fn each_cause_is_counted_once_with_its_age_and_idle_time() {
             "{dead}"
         );
     }
-    let all: u64 = after
-        .counters
-        .iter()
-        .filter(|(s, _)| s.starts_with(DEAD_CONNECTIONS))
-        .map(|(_, n)| n)
-        .sum::<u64>()
-        - before
-            .counters
-            .iter()
-            .filter(|(s, _)| s.starts_with(DEAD_CONNECTIONS))
-            .map(|(_, n)| n)
-            .sum::<u64>();
+    let all = after.counter_sum(DEAD_CONNECTIONS) - before.counter_sum(DEAD_CONNECTIONS);
     assert_eq!(all, total, "a death counted twice, or under another cause");
     let endings: u64 = Ending::ALL
         .iter()
@@ -392,16 +297,9 @@ fn the_watched_gauge_returns_to_zero_after_churn() {
             now.counter(&aborted) - before.counter(&aborted),
             doomed_count as u64
         );
-        let dead_total = |t: &Totals| -> u64 {
-            t.counters
-                .iter()
-                .filter(|(s, _)| s.starts_with(DEAD_CONNECTIONS))
-                .map(|(_, n)| n)
-                .sum()
-        };
         assert_eq!(
-            dead_total(&now),
-            dead_total(&before),
+            now.counter_sum(DEAD_CONNECTIONS),
+            before.counter_sum(DEAD_CONNECTIONS),
             "an abort counted as a death"
         );
 

@@ -263,8 +263,9 @@ pub async fn connect_deadpeer(addr: SocketAddr) -> Duration {
 pub struct Clients {
     pub raw: TcpStream,
     pub deadpeer: KeepaliveStream,
-    /// A second deadpeer connection with a pending `Liveness::dead()` in a spawned task, to
-    /// show what a watcher costs on a busy connection.
+    /// A second deadpeer connection with a pending `Liveness::dead()` and a pending
+    /// `Liveness::gone()`, each in a spawned task, to show what a watcher costs on a busy
+    /// connection.
     pub watched: KeepaliveStream,
 }
 
@@ -280,10 +281,17 @@ impl Clients {
             .await
             .expect("connect");
         watched.get_ref().set_nodelay(true).unwrap();
-        let dead = watched.liveness().dead();
+        // What a handler waits on: `dead()`, and `gone()`, which the peer's FIN resolves too
+        // (one registration with the reaper for both).
+        let liveness = watched.liveness();
+        let (dead, gone) = (liveness.dead(), liveness.gone());
         tokio::spawn(async move {
             let d = dead.await;
             panic!("bench connection died: {d:?}");
+        });
+        tokio::spawn(async move {
+            let e = gone.await;
+            panic!("bench connection ended: {e:?}");
         });
         tokio::task::yield_now().await;
         Clients {
@@ -309,6 +317,111 @@ pub async fn round_trips<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, n: usize)
         s.write_all(&buf).await.expect("write");
         s.read_exact(&mut buf).await.expect("read");
     }
+}
+
+/// How the client of the FIN workload waits for its peer's FIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinKind {
+    /// A raw tokio `TcpStream` with a pending `read()`, which returns `Ok(0)`.
+    RawRead,
+    /// A `deadpeer::connect` stream that nothing reads, with a pending `Liveness::gone()`, which
+    /// resolves to `Some(Ending::Closed)`.
+    Gone,
+}
+
+/// A thread that closes the peers of the FIN workload, as a remote peer would: the FIN arrives
+/// while the waiter's runtime thread is parked, so that a raw read, too, has to be woken.
+pub struct Closer {
+    peers: std::sync::mpsc::Sender<StdStream>,
+    closed: std::sync::mpsc::Receiver<Instant>,
+}
+
+impl Closer {
+    pub fn start() -> Closer {
+        let (peers, todo) = std::sync::mpsc::channel::<StdStream>();
+        let (done, closed) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("bench-closer".into())
+            .spawn(move || {
+                for peer in todo {
+                    // Long enough for the runtime thread to park.
+                    std::thread::sleep(Duration::from_micros(200));
+                    let at = Instant::now();
+                    drop(peer);
+                    if done.send(at).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("closer thread");
+        Closer { peers, closed }
+    }
+
+    /// Closes `peer` cleanly, soon, on the closer's thread.
+    fn close(&self, peer: StdStream) {
+        self.peers.send(peer).expect("closer thread");
+    }
+
+    /// When the last peer handed over was closed.
+    fn closed_at(&self) -> Instant {
+        self.closed.recv().expect("closer thread")
+    }
+}
+
+/// The FIN workload: `n` times, a client of `kind` connects to `listener` (untimed) and waits
+/// in a spawned task; its peer, the accepted std socket, is closed cleanly by `closer`
+/// (nothing unread: a FIN); the time from that `close` to the task's wake-up (read in the task)
+/// is pushed to `samples`. Returns the sum. Each client is then closed with RST (no
+/// TIME_WAIT).
+pub async fn fin_batch(
+    kind: FinKind,
+    listener: &std::net::TcpListener,
+    closer: &Closer,
+    n: usize,
+    samples: &mut Vec<Duration>,
+) -> Duration {
+    let addr = listener.local_addr().expect("addr");
+    let mut total = Duration::ZERO;
+    for _ in 0..n {
+        let (task, peer) = match kind {
+            FinKind::RawRead => {
+                let mut client = TcpStream::connect(addr).await.expect("connect");
+                let peer = listener.accept().expect("accept").0;
+                let task = tokio::spawn(async move {
+                    let mut b = [0u8; 16];
+                    let n = client.read(&mut b).await.expect("read");
+                    let at = Instant::now();
+                    assert_eq!(n, 0, "EOF");
+                    close_rst(&client);
+                    at
+                });
+                (task, peer)
+            }
+            FinKind::Gone => {
+                let client = deadpeer::connect(addr, POLICY).await.expect("connect");
+                let peer = listener.accept().expect("accept").0;
+                let gone = client.liveness().gone();
+                let task = tokio::spawn(async move {
+                    let ending = gone.await;
+                    let at = Instant::now();
+                    assert_eq!(ending, Some(deadpeer::Ending::Closed));
+                    close_rst(client.get_ref());
+                    at
+                });
+                (task, peer)
+            }
+        };
+        // Let the task reach its pending await (the read registered, the waiter in its slot).
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+        }
+        closer.close(peer);
+        let at = task.await.expect("waiter");
+        let took = at.duration_since(closer.closed_at());
+        samples.push(took);
+        total += took;
+    }
+    total
 }
 
 /// Median and the 25th/75th percentiles of `v` (sorted in place).

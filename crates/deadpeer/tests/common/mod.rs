@@ -13,6 +13,10 @@ use deadpeer_testkit::events::Events;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The metrics recorded in the test binary (a global debugging recorder).
+#[cfg(feature = "metrics")]
+pub mod totals;
+
 #[allow(unused_imports)]
 pub use deadpeer_testkit::events::capture;
 
