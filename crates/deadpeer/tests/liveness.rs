@@ -263,3 +263,27 @@ async fn split_halves_share_one_latch() {
         Some(dead.connected_for())
     );
 }
+
+/// After our own shutdown, the peer's FIN completes the close (`CLOSE`, no error): still the
+/// ending `closed` for `gone()`, with nothing reading; never a death.
+#[tokio::test(flavor = "current_thread")]
+async fn gone_resolves_at_the_peers_fin_after_our_own_shutdown() {
+    let (mut client, mut server) = loopback_pair(&KeepalivePolicy::FAST).await;
+    let liveness = server.liveness();
+    let gone = liveness.gone();
+    server.shutdown().await.unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        client.read(&mut buf).await.unwrap(),
+        0,
+        "our FIN reached the client"
+    );
+    assert_eq!(liveness.ending(), None, "our own FIN is no ending");
+    drop(client);
+    let ending = tokio::time::timeout(Duration::from_secs(2), gone).await;
+    assert_eq!(
+        ending.expect("gone() at the peer's FIN"),
+        Some(deadpeer::Ending::Closed)
+    );
+    assert!(!liveness.is_dead());
+}

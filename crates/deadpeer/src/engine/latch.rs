@@ -20,6 +20,9 @@ pub(crate) struct Latch {
     /// The first ending seen, a FIN or a death (`Ending::index`); [`NO_ENDING`] until then.
     /// Written under the lock, read without it.
     ending: AtomicU8,
+    /// The application shut down its write side (set by the `Owner`): the peer's FIN then
+    /// leaves the socket in `CLOSE` with no error.
+    shut_down: AtomicBool,
     /// Serialises "read the socket, classify, latch", and guards the watched descriptor.
     inner: Mutex<Inner>,
     pub(crate) meta: Meta,
@@ -49,6 +52,7 @@ impl Latch {
             verdict: OnceLock::new(),
             closed: AtomicBool::new(false),
             ending: AtomicU8::new(NO_ENDING),
+            shut_down: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
             meta,
             context: report::Context::current(),
@@ -149,6 +153,11 @@ impl Latch {
         }
         self.ending.store(Ending::Closed.index(), Ordering::Release);
         Some(waiters.take_gone())
+    }
+
+    /// Records the application's own shutdown of the write side.
+    pub(crate) fn mark_shut_down(&self) {
+        self.shut_down.store(true, Ordering::SeqCst);
     }
 
     /// The first ending seen, if any: the peer's FIN or a death.
@@ -304,11 +313,15 @@ impl OnError for Latch {
                     known: None,
                 };
                 match self.judge(waiters, case) {
-                    // No death, and the peer's FIN (`EPOLLRDHUP`) on a connection the kernel
-                    // keeps open. In `CLOSE` with no error pending, a read or write may have
-                    // taken the error of a reset (it latches the death in a moment), or our
-                    // own shutdown completed: a read's EOF tells the FIN then.
-                    (None, _) if peer_closed && !is_closed_by_kernel(socket) => {
+                    // No death, and the peer's FIN (`EPOLLRDHUP`): on a connection the kernel
+                    // keeps open, or after our own shutdown (the FIN completes the close:
+                    // `CLOSE`, no error). Otherwise, in `CLOSE` with no error pending, a read
+                    // or write took the error of a reset, and latches the death in a moment.
+                    (None, _)
+                        if peer_closed
+                            && (self.shut_down.load(Ordering::SeqCst)
+                                || !is_closed_by_kernel(socket)) =>
+                    {
                         (None, self.close_by_peer(waiters))
                     }
                     other => other,

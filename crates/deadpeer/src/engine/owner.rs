@@ -32,7 +32,12 @@ impl Owner {
     }
 
     fn latch(&self) -> &Arc<Latch> {
-        self.latch.get_or_init(|| Arc::new(Latch::new(self.meta)))
+        let latch = self.latch.get_or_init(|| Arc::new(Latch::new(self.meta)));
+        // A shutdown racing the latch's creation is told to it either here or there.
+        if self.shut_down.load(Ordering::SeqCst) {
+            latch.mark_shut_down();
+        }
+        latch
     }
 
     /// The latch, watching `socket` (for `KeepaliveStream::liveness`).
@@ -56,7 +61,10 @@ impl Owner {
 
     /// Records the application's own shutdown of the write side.
     pub(crate) fn shut_down(&self) {
-        self.shut_down.store(true, Ordering::Relaxed);
+        self.shut_down.store(true, Ordering::SeqCst);
+        if let Some(latch) = self.latch.get() {
+            latch.mark_shut_down();
+        }
     }
 
     /// An error from the socket: a death becomes the latched `DeadPeer` (as an `io::Error`),
