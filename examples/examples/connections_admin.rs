@@ -44,6 +44,7 @@ fn to_json(c: &ConnectionInfo) -> Value {
             "rtt_s": i.rtt.as_secs_f64(),
         })),
         "dead": c.dead_peer.as_ref().map(|d| d.cause().as_str()),
+        "ending": c.ending.map(|e| e.as_str()),
     })
 }
 

@@ -97,6 +97,10 @@ pub struct ConnectionInfo {
     /// The death, once the kernel declared the peer dead (until the application drops the
     /// stream).
     pub dead_peer: Option<DeadPeer>,
+    /// The connection's first [`Ending`](crate::Ending), once seen: a connection whose peer
+    /// closed ([`Closed`](crate::Ending::Closed)) that the application still holds is one it
+    /// may have forgotten to drop.
+    pub ending: Option<crate::Ending>,
 }
 
 impl ConnectionInfo {
@@ -150,13 +154,14 @@ impl Connections {
             .filter(|w| seen.insert(w.as_ptr()))
             .filter_map(Weak::upgrade)
             .filter_map(|latch| latch.view())
-            .map(|(meta, tcp_info, dead_peer)| ConnectionInfo {
-                peer_addr: meta.peer_addr,
-                local_addr: meta.local_addr,
-                age: meta.age(),
-                policy: meta.policy,
-                tcp_info,
-                dead_peer,
+            .map(|view| ConnectionInfo {
+                peer_addr: view.meta.peer_addr,
+                local_addr: view.meta.local_addr,
+                age: view.meta.age(),
+                policy: view.meta.policy,
+                tcp_info: view.tcp_info,
+                dead_peer: view.dead_peer,
+                ending: view.ending,
             })
             .collect()
     }

@@ -56,6 +56,7 @@ async fn a_blackholed_peer_shows_probes_outstanding_and_a_healthy_one_none() {
         assert_eq!(info.state, deadpeer::TcpInfo::ESTABLISHED);
         assert_eq!(info.probes, 0, "{c:#?}");
         assert!(c.dead_peer.is_none());
+        assert!(c.ending.is_none());
     }
 
     let start = Instant::now();
@@ -98,12 +99,25 @@ async fn a_blackholed_peer_shows_probes_outstanding_and_a_healthy_one_none() {
         Some(Cause::KeepaliveTimeout)
     );
     assert_eq!(d.tcp_info.unwrap().state, deadpeer::TcpInfo::CLOSE);
+    assert_eq!(d.ending, Some(deadpeer::Ending::Vanished));
     drop(doomed_server);
     let now = connections.snapshot();
     assert!(find(&now, doomed_peer).is_none());
     let h = find(&now, healthy_peer).expect("the healthy one stays");
     assert_eq!(h.tcp_info.unwrap().probes, 0, "{h:#?}");
     assert!(h.dead_peer.is_none());
+    // Its client closes: the ending shows while the application still holds the stream.
+    drop(healthy);
+    let closed = loop {
+        let now = connections.snapshot();
+        let h = find(&now, healthy_peer).expect("still held").clone();
+        if h.ending.is_some() || start.elapsed() > deadline(p) * 2 {
+            break h;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(closed.ending, Some(deadpeer::Ending::Closed), "{closed:#?}");
+    assert!(closed.dead_peer.is_none());
     drop(healthy_server);
     assert!(connections.is_empty());
 }

@@ -43,6 +43,14 @@ struct Case<'a> {
     known: Option<TcpInfo>,
 }
 
+/// What [`Latch::view`] shows of a connection.
+pub(crate) struct View {
+    pub(crate) meta: Meta,
+    pub(crate) tcp_info: Option<TcpInfo>,
+    pub(crate) dead_peer: Option<DeadPeer>,
+    pub(crate) ending: Option<Ending>,
+}
+
 /// [`Latch::ending`] before any ending.
 const NO_ENDING: u8 = u8::MAX;
 
@@ -268,14 +276,19 @@ impl Latch {
 
     /// What [`Connections`](crate::connections::Connections) shows of a connection: `None` once
     /// the stream is gone; else its description, a fresh `TCP_INFO` (read under the lock, while
-    /// the socket is watched: the invariant of `WatchedFd`), and its death, if any.
-    pub(crate) fn view(&self) -> Option<(Meta, Option<TcpInfo>, Option<DeadPeer>)> {
+    /// the socket is watched: the invariant of `WatchedFd`), its death and its first ending, if
+    /// any.
+    pub(crate) fn view(&self) -> Option<View> {
         let inner = self.lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        let info = inner.socket.with(|fd| sys::tcp_info(&fd).ok()).flatten();
-        Some((self.meta, info, self.verdict.get().cloned()))
+        Some(View {
+            meta: self.meta,
+            tcp_info: inner.socket.with(|fd| sys::tcp_info(&fd).ok()).flatten(),
+            dead_peer: self.verdict.get().cloned(),
+            ending: self.ending(),
+        })
     }
 
     /// Whether the stream is gone (dropped or unwrapped).
