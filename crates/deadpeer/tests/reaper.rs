@@ -12,8 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Records the messages of `dead peer detected` events; panics at the first event on the reaper
-/// thread when `panic_once` is set; sleeps `delay` per event.
+/// Records the events of endings other than `closed` (a loopback reset with nothing outstanding
+/// is `aborted`: DEBUG `connection ended`); panics at the first event on the reaper thread when
+/// `panic_once` is set; sleeps `delay` per event.
 #[derive(Clone, Default)]
 struct Faulty {
     deaths: Arc<Mutex<Vec<String>>>,
@@ -30,13 +31,28 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Faulty {
             self.panicked.fetch_add(1, Ordering::SeqCst);
             panic!("test layer panics on the reaper thread");
         }
-        if *event.metadata().level() == tracing::Level::WARN {
+        let mut ending = Ending(None);
+        event.record(&mut ending);
+        if ending.0.is_some_and(|e| e != "closed") {
             self.deaths
                 .lock()
                 .unwrap()
                 .push(event.metadata().name().to_owned());
         }
     }
+}
+
+/// The `deadpeer.ending` field of an event.
+struct Ending(Option<String>);
+
+impl tracing::field::Visit for Ending {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "deadpeer.ending" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
 async fn pair(listener: &TcpListener) -> (KeepaliveStream, TcpStream) {

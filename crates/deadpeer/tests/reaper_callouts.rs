@@ -14,7 +14,9 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, Share
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Counts `deadpeer.dead_connections`; panics at the first death counted on the reaper thread.
+/// Counts `deadpeer.ended_connections` (a loopback reset with nothing outstanding is the ending
+/// `aborted`, counted there and not as a death); panics at the first ending counted on the
+/// reaper thread.
 struct PanicOnce {
     armed: AtomicBool,
     panicked: AtomicBool,
@@ -34,7 +36,7 @@ impl Recorder for PanicOnce {
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-        if key.name() != deadpeer::metrics::DEAD_CONNECTIONS {
+        if key.name() != deadpeer::metrics::ENDED_CONNECTIONS {
             return Counter::noop();
         }
         let on_reaper = std::thread::current().name() == Some("deadpeer-reaper");
