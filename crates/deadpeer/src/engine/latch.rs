@@ -20,8 +20,8 @@ pub(crate) struct Latch {
     /// The first ending seen, a FIN or a death (`Ending::index`); [`NO_ENDING`] until then.
     /// Written under the lock, read without it.
     ending: AtomicU8,
-    /// The application shut down its write side (set by the `Owner`): the peer's FIN then
-    /// leaves the socket in `CLOSE` with no error.
+    /// The application shut down its write side (set by the `Owner`): `EPIPE` is then its own
+    /// doing, and the peer's FIN leaves the socket in `CLOSE` with no error.
     shut_down: AtomicBool,
     /// Serialises "read the socket, classify, latch", and guards the watched descriptor.
     inner: Mutex<Inner>,
@@ -109,8 +109,9 @@ impl Latch {
 
     /// The verdict on `socket` after `observer` looked at it: the latched death, a new one
     /// (latched, every waiter woken, then announced), or `None` while the kernel keeps the
-    /// connection open. `known` is a `TCP_INFO` the caller already read showing state `CLOSE`
-    /// (final: it no longer changes); `None` reads it here, under the lock.
+    /// connection open (an EOF then latches the ending `closed`, announced the same way).
+    /// `known` is a `TCP_INFO` the caller already read showing state `CLOSE` (final: it no
+    /// longer changes); `None` reads it here, under the lock.
     pub(crate) fn verdict(
         &self,
         socket: sys::Borrowed<'_>,
@@ -128,39 +129,46 @@ impl Latch {
         };
         if let Some(waiters) = waiters {
             waiters.wake_all();
-            if let Some(dead) = &dead {
-                report::connection_ended(dead, None);
+            match &dead {
+                Some(dead) => report::connection_ended(dead, None),
+                None => report::peer_closed(
+                    self.meta.peer_addr,
+                    self.meta.local_addr,
+                    self.meta.age(),
+                    None,
+                ),
             }
         }
         dead
     }
 
-    /// The peer's FIN, seen by a read's EOF on a connection the kernel keeps open: latches
-    /// [`Ending::Closed`] unless an ending is latched, wakes the `gone()` futures, then reports.
-    pub(crate) fn peer_closed(&self) {
-        let waiters = {
-            let mut inner = self.lock();
-            self.close_by_peer(&mut inner.waiters)
-        };
-        if let Some(waiters) = waiters {
-            waiters.wake_all();
-            report::peer_closed(
-                self.meta.peer_addr,
-                self.meta.local_addr,
-                self.meta.age(),
-                None,
-            );
-        }
-    }
-
-    /// Under the lock: latches [`Ending::Closed`] when no ending is, and takes out the waiters
-    /// of `gone()` to wake (`None` when this call latched nothing).
-    fn close_by_peer(&self, waiters: &mut Waiters) -> Option<Waiters> {
-        if self.ending.load(Ordering::Relaxed) != NO_ENDING || self.closed.load(Ordering::Relaxed) {
-            return None;
+    /// Under the lock, when `observer` saw no death: whether it saw the peer's FIN (an EOF, or
+    /// `EPOLLRDHUP`) on a connection the kernel keeps open, or whose close our own shutdown
+    /// completed (`CLOSE` with no error). If so, and no ending is latched, this latches
+    /// [`Ending::Closed`] and takes out the waiters of `gone()` to wake. In `CLOSE` with no error
+    /// pending and no shutdown of ours, a read or write took the error of a reset instead: it
+    /// latches the death in a moment.
+    fn no_death(
+        &self,
+        waiters: &mut Waiters,
+        observer: Observer,
+        info: Option<&TcpInfo>,
+    ) -> (Option<DeadPeer>, Option<Waiters>) {
+        let fin = matches!(
+            observer,
+            Observer::Io { seen: None } | Observer::Reaper { peer_closed: true }
+        );
+        // Without `TCP_INFO` (off Linux) an EOF is taken for the FIN it usually is.
+        let open = info.is_none_or(|i| i.state != TcpInfo::CLOSE);
+        if !fin
+            || !(open || self.shut_down.load(Ordering::SeqCst))
+            || self.ending.load(Ordering::Relaxed) != NO_ENDING
+            || self.closed.load(Ordering::Relaxed)
+        {
+            return (None, None);
         }
         self.ending.store(Ending::Closed.index(), Ordering::Release);
-        Some(waiters.take_gone())
+        (None, Some(waiters.take_gone()))
     }
 
     /// Records the application's own shutdown of the write side.
@@ -187,7 +195,7 @@ impl Latch {
         }
         let info = known.or_else(|| sys::tcp_info(&socket).ok());
         if info.is_some_and(|i| i.state != TcpInfo::CLOSE) {
-            return (None, None);
+            return self.no_death(waiters, observer, info.as_ref());
         }
         // The kernel closed the connection (or, without TCP_INFO, may have). The errno that
         // names the reason is `seen` unless `seen` is only the aftermath (EPIPE, ENOTCONN) or
@@ -202,25 +210,25 @@ impl Latch {
             // Taken by `wrap`, which saw `CLOSE` first; `None` when someone else had taken it:
             // nothing says why (`Cause::Aborted`, no errno).
             Observer::Wrap { errno } => errno,
-            Observer::Io { seen, shut_down } => match seen {
+            Observer::Io { seen } => match seen {
                 Some(errno) if !classify::is_aftermath(errno) => Some(errno),
                 _ => match pending_error(socket) {
                     Some(errno) => Some(errno),
                     // EPIPE with nothing pending: the reason was taken by an earlier call.
-                    None if seen.is_some() && !shut_down => seen,
+                    None if seen.is_some() && !self.shut_down.load(Ordering::SeqCst) => seen,
                     // EOF, or EPIPE after the application's own shutdown: no death.
-                    None => return (None, None),
+                    None => return self.no_death(waiters, observer, info.as_ref()),
                 },
             },
-            Observer::Reaper => match pending_error(socket) {
+            Observer::Reaper { .. } => match pending_error(socket) {
                 Some(errno) => Some(errno),
-                None => return (None, None),
+                None => return self.no_death(waiters, observer, info.as_ref()),
             },
         };
         let cause = match errno {
             Some(errno) => match classify::classify(errno, info.as_ref()) {
                 Some(cause) => cause,
-                None => return (None, None),
+                None => return self.no_death(waiters, observer, info.as_ref()),
             },
             None => Cause::Aborted,
         };
@@ -308,11 +316,6 @@ impl Latch {
     }
 }
 
-/// Whether the kernel closed the connection (state `CLOSE`, or `TCP_INFO` unreadable).
-fn is_closed_by_kernel(socket: sys::Borrowed<'_>) -> bool {
-    sys::tcp_info(&socket).map_or(true, |i| i.state == TcpInfo::CLOSE)
-}
-
 impl OnError for Latch {
     fn on_error(&self, peer_closed: bool) -> Option<Report> {
         let (dead, waiters) = {
@@ -322,23 +325,10 @@ impl OnError for Latch {
             socket.with(|socket| {
                 let case = Case {
                     socket,
-                    observer: Observer::Reaper,
+                    observer: Observer::Reaper { peer_closed },
                     known: None,
                 };
-                match self.judge(waiters, case) {
-                    // No death, and the peer's FIN (`EPOLLRDHUP`): on a connection the kernel
-                    // keeps open, or after our own shutdown (the FIN completes the close:
-                    // `CLOSE`, no error). Otherwise, in `CLOSE` with no error pending, a read
-                    // or write took the error of a reset, and latches the death in a moment.
-                    (None, _)
-                        if peer_closed
-                            && (self.shut_down.load(Ordering::SeqCst)
-                                || !is_closed_by_kernel(socket)) =>
-                    {
-                        (None, self.close_by_peer(waiters))
-                    }
-                    other => other,
-                }
+                self.judge(waiters, case)
             })?
         };
         waiters?.wake_all();

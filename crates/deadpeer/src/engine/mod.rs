@@ -89,11 +89,12 @@ impl Meta {
 #[cfg(feature = "tokio")]
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Observer {
-    /// A read or write of the stream: `seen` is its errno, `None` for an EOF; `shut_down` says
-    /// the application shut down its write side, which makes `EPIPE` its own doing.
-    Io { seen: Option<i32>, shut_down: bool },
-    /// The reaper thread, told of an error or hang-up.
-    Reaper,
+    /// A read or write of the stream: `seen` is its errno, `None` for an EOF (the peer's FIN,
+    /// unless the kernel closed the connection).
+    Io { seen: Option<i32> },
+    /// The reaper thread, told of an error or hang-up; `peer_closed` when the event carried the
+    /// peer's FIN (`EPOLLRDHUP`).
+    Reaper { peer_closed: bool },
     /// `KeepaliveStream::wrap` or `new`, given a socket the kernel had already closed, with the
     /// pending errno it took: the first observer, so a close with no errno left is a death
     /// whose reason someone else took.

@@ -71,34 +71,26 @@ impl Owner {
     /// anything else passes through unchanged.
     pub(crate) fn on_error(&self, socket: &TcpStream, err: io::Error) -> io::Error {
         let dead = match err.raw_os_error() {
-            Some(errno) => self.verdict(socket, Some(errno)),
+            Some(errno) => self.verdict(socket, errno),
             None => self.latched().cloned(),
         };
         dead.map_or(err, io::Error::from)
     }
 
     /// End of file: what follows a death (whose error someone else may have taken), or else
-    /// the peer's FIN, which latches [`Ending::Closed`](crate::Ending::Closed) for `gone()`.
-    ///
-    /// In `CLOSE` with no error pending, an EOF is the peer's FIN only after our own shutdown;
-    /// otherwise another read or write took the error of a reset, and latches it in a moment.
+    /// the peer's FIN, which latches [`Ending::Closed`](crate::Ending::Closed) for `gone()`. One
+    /// `TCP_INFO` read, under the latch's lock.
     pub(crate) fn on_eof(&self, socket: &TcpStream) -> io::Result<()> {
-        if let Some(dead) = self.verdict(socket, None) {
-            return Err(dead.into());
+        if let Some(dead) = self.latched() {
+            return Err(dead.clone().into());
         }
-        if self.latch.get().is_some_and(|l| l.ending().is_some()) {
-            return Ok(());
-        }
-        // Without `TCP_INFO` (off Linux) an EOF is taken for the FIN it usually is.
-        let fin = self.shut_down.load(Ordering::Relaxed)
-            || sys::tcp_info(socket).map_or(true, |i| i.state != TcpInfo::CLOSE);
-        if fin {
-            self.latch().peer_closed();
-        }
-        Ok(())
+        self.latch()
+            .verdict(sys::borrow(socket), Observer::Io { seen: None }, None)
+            .map_or(Ok(()), |dead| Err(dead.into()))
     }
 
-    fn verdict(&self, socket: &TcpStream, seen: Option<i32>) -> Option<DeadPeer> {
+    /// The verdict after a read or write failed with `errno`.
+    fn verdict(&self, socket: &TcpStream, errno: i32) -> Option<DeadPeer> {
         if let Some(dead) = self.latched() {
             return Some(dead.clone());
         }
@@ -111,9 +103,11 @@ impl Owner {
                 info => info.ok(),
             },
         };
-        let shut_down = self.shut_down.load(Ordering::Relaxed);
-        self.latch()
-            .verdict(sys::borrow(socket), Observer::Io { seen, shut_down }, known)
+        self.latch().verdict(
+            sys::borrow(socket),
+            Observer::Io { seen: Some(errno) },
+            known,
+        )
     }
 
     /// Judges a socket the kernel closed before it was wrapped (`info` shows `CLOSE`; `errno`

@@ -29,8 +29,8 @@ use crate::{DeadPeer, report};
 /// the ending [`Closed`](crate::Ending::Closed) for [`Liveness::gone`](crate::Liveness::gone));
 /// other errors pass through unchanged.
 ///
-/// Reads and writes add one atomic load; the EOF that ends a connection adds two `TCP_INFO`
-/// reads. Put TLS, HTTP or anything else *over* the stream: a death then surfaces through them as
+/// Reads and writes add one atomic load; the EOF that ends a connection adds one `TCP_INFO`
+/// read. Put TLS, HTTP or anything else *over* the stream: a death then surfaces through them as
 /// the same typed error. For hyper, wrap it in `hyper_util::rt::TokioIo`.
 ///
 /// # Examples
