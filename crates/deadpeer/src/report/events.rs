@@ -37,9 +37,16 @@ fn network_type(addr: SocketAddr) -> &'static str {
 /// current one.
 pub(super) fn connection_ended(dead: &DeadPeer, context: Option<&Context>) {
     #[cfg(feature = "tracing")]
+    in_context(context, || emit_ended(dead));
+}
+
+/// Emits in `context`'s subscriber when given (the reaper thread's report), else in the current
+/// one.
+#[cfg(feature = "tracing")]
+fn in_context(context: Option<&Context>, emit: impl FnOnce()) {
     match context {
-        Some(c) => tracing::dispatcher::with_default(&c.dispatch, || emit_ended(dead)),
-        None => emit_ended(dead),
+        Some(c) => tracing::dispatcher::with_default(&c.dispatch, emit),
+        None => emit(),
     }
 }
 
@@ -94,28 +101,22 @@ pub(super) fn peer_closed(
     context: Option<&Context>,
 ) {
     #[cfg(feature = "tracing")]
-    {
-        let emit = || {
-            tracing::debug!(
-                target: "deadpeer",
-                {
-                    "network.peer.address" = peer.map(|a| display(a.ip())),
-                    "network.peer.port" = peer.map(|a| a.port()),
-                    "network.local.address" = local.map(|a| display(a.ip())),
-                    "network.local.port" = local.map(|a| a.port()),
-                    "network.transport" = "tcp",
-                    "network.type" = peer.or(local).map(network_type),
-                    "deadpeer.ending" = crate::Ending::Closed.as_str(),
-                    connected_for_s = secs(connected_for),
-                },
-                "connection ended"
-            );
-        };
-        match context {
-            Some(c) => tracing::dispatcher::with_default(&c.dispatch, emit),
-            None => emit(),
-        }
-    }
+    in_context(context, || {
+        tracing::debug!(
+            target: "deadpeer",
+            {
+                "network.peer.address" = peer.map(|a| display(a.ip())),
+                "network.peer.port" = peer.map(|a| a.port()),
+                "network.local.address" = local.map(|a| display(a.ip())),
+                "network.local.port" = local.map(|a| a.port()),
+                "network.transport" = "tcp",
+                "network.type" = peer.or(local).map(network_type),
+                "deadpeer.ending" = crate::Ending::Closed.as_str(),
+                connected_for_s = secs(connected_for),
+            },
+            "connection ended"
+        );
+    });
 }
 
 /// DEBUG `keepalive applied`.

@@ -55,6 +55,15 @@ fn isolated(f: impl FnOnce()) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
+/// Runs a callout of a report: isolated on the reaper thread (`context` given), where a panic
+/// loses that callout only; as it is on the application's thread.
+fn callout(context: Option<&Context>, f: impl FnOnce()) {
+    match context {
+        Some(_) => isolated(f),
+        None => f(),
+    }
+}
+
 /// The event and metrics of a connection the kernel closed: WARN `dead peer detected` and the
 /// death's metrics for a death, DEBUG `connection ended` for an application's abort, in
 /// `context` when given (the reaper thread's report), else in the current one. Called once per
@@ -62,18 +71,9 @@ fn isolated(f: impl FnOnce()) {
 /// given) each callout is isolated: a panicking subscriber or recorder loses its own report,
 /// and nothing else.
 pub(crate) fn connection_ended(dead: &DeadPeer, context: Option<&Context>) {
-    match context {
-        Some(c) => {
-            isolated(|| events::connection_ended(dead, Some(c)));
-            #[cfg(feature = "metrics")]
-            isolated(|| metrics::ended(dead));
-        }
-        None => {
-            events::connection_ended(dead, None);
-            #[cfg(feature = "metrics")]
-            metrics::ended(dead);
-        }
-    }
+    callout(context, || events::connection_ended(dead, context));
+    #[cfg(feature = "metrics")]
+    callout(context, || metrics::ended(dead));
 }
 
 /// DEBUG `connection ended` (`closed`) and its count: the peer's FIN, latched once per
@@ -84,18 +84,11 @@ pub(crate) fn peer_closed(
     connected_for: Duration,
     context: Option<&Context>,
 ) {
-    match context {
-        Some(c) => {
-            isolated(|| events::peer_closed(peer, local, connected_for, Some(c)));
-            #[cfg(feature = "metrics")]
-            isolated(|| metrics::ending(crate::Ending::Closed));
-        }
-        None => {
-            events::peer_closed(peer, local, connected_for, None);
-            #[cfg(feature = "metrics")]
-            metrics::ending(crate::Ending::Closed);
-        }
-    }
+    callout(context, || {
+        events::peer_closed(peer, local, connected_for, context);
+    });
+    #[cfg(feature = "metrics")]
+    callout(context, || metrics::ending(crate::Ending::Closed));
 }
 
 /// WARN `failed to apply keepalive`; and its metric.
