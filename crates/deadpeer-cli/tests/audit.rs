@@ -242,7 +242,10 @@ fn filters(scene: &Scene) {
             break v;
         }
         attempts += 1;
-        assert!(attempts < 10, "no audit returned within 500 ms of the poke in 10 tries");
+        assert!(
+            attempts < 10,
+            "no audit returned within 500 ms of the poke in 10 tries"
+        );
     };
     assert_eq!(rows(&v).len(), 6, "{v:#}");
     assert!(rows(&v).iter().all(|r| ms(&r["idle_ms"]) > 500), "{v:#}");

@@ -1,6 +1,9 @@
 //! axum 0.8 (feature `axum`): [`KeepaliveListener`] (and, feature `rustls`,
-//! [`TlsListener`](crate::tls::TlsListener)) as an `axum::serve::Listener`, and [`Liveness`] as
+//! [`TlsListener`]) as an `axum::serve::Listener`, and [`Liveness`] as
 //! connect info, alone or next to the peer's `SocketAddr` ([`RouterExt`]).
+//!
+#![cfg_attr(feature = "rustls", doc = "[`TlsListener`]: crate::tls::TlsListener")]
+#![cfg_attr(not(feature = "rustls"), doc = docs_rs!("`TlsListener`", "tls/struct.TlsListener.html"))]
 
 use std::convert::Infallible;
 use std::io;
@@ -40,7 +43,7 @@ impl Listener for KeepaliveListener {
 
 /// Handlers get their connection's [`Liveness`] with `ConnectInfo<Liveness>`, after
 /// `axum::serve(listener, app.into_make_service_with_connect_info::<Liveness>())`, for a
-/// [`KeepaliveListener`] or (feature `rustls`) a [`TlsListener`](crate::tls::TlsListener).
+/// [`KeepaliveListener`] or (feature `rustls`) a [`TlsListener`].
 ///
 /// ```
 /// use axum::{Router, extract::ConnectInfo, routing::get};
@@ -89,7 +92,15 @@ impl Listener for KeepaliveListener {
 /// hyper, which `axum::serve` runs, also drops a handler itself when the connection ends, in
 /// most cases: what it does over HTTP/1 and HTTP/2 (one request cancelled, a half-closed
 /// client), and what `gone()` adds, is on
-/// [`LivenessLayer`](crate::layer::LivenessLayer#http1-and-http2-what-ends-a-request-besides-gone).
+/// [`LivenessLayer`].
+///
+#[cfg_attr(
+    feature = "hyper",
+    doc = "[`LivenessLayer`]: crate::layer::LivenessLayer#http1-and-http2-what-ends-a-request-besides-gone"
+)]
+#[cfg_attr(not(feature = "hyper"), doc = docs_rs!("`LivenessLayer`", "layer/add_liveness/struct.LivenessLayer.html#http1-and-http2-what-ends-a-request-besides-gone"))]
+#[cfg_attr(feature = "rustls", doc = "[`TlsListener`]: crate::tls::TlsListener")]
+#[cfg_attr(not(feature = "rustls"), doc = docs_rs!("`TlsListener`", "tls/struct.TlsListener.html"))]
 impl Connected<IncomingStream<'_, KeepaliveListener>> for Liveness {
     fn connect_info(stream: IncomingStream<'_, KeepaliveListener>) -> Self {
         stream.io().liveness()
@@ -108,7 +119,7 @@ impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Liveness {
 /// Serving an axum app so that handlers and middleware get **both** `ConnectInfo<SocketAddr>`
 /// (for rate limiters, client-IP logging, anything that reads it from the request extensions)
 /// and `ConnectInfo<Liveness>`. Implemented for `axum::Router`; served from a
-/// [`KeepaliveListener`] or (feature `rustls`) a [`TlsListener`](crate::tls::TlsListener).
+/// [`KeepaliveListener`] or (feature `rustls`) a [`TlsListener`].
 ///
 /// ```
 /// use std::net::SocketAddr;
@@ -132,6 +143,9 @@ impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Liveness {
 ///
 /// Each connection is watched from the moment it is accepted: one epoll registration of its own
 /// socket and about 240 heap bytes, no extra descriptor (docs/benchmarks.md).
+///
+#[cfg_attr(feature = "rustls", doc = "[`TlsListener`]: crate::tls::TlsListener")]
+#[cfg_attr(not(feature = "rustls"), doc = docs_rs!("`TlsListener`", "tls/struct.TlsListener.html"))]
 pub trait RouterExt: sealed::Sealed + Sized {
     /// A make-service that gives every request `ConnectInfo<SocketAddr>` (the peer address, an
     /// IPv4-mapped address as IPv4) and `ConnectInfo<Liveness>`.

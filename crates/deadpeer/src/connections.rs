@@ -3,8 +3,8 @@
 //!
 //! Tracking is opt-in and costs nothing when off. A [`Connections`] handle is cheap to clone;
 //! give it to a [`KeepaliveListener`](crate::KeepaliveListener::track), a
-//! [`ReapLayer`](crate::layer::ReapLayer::track) or a
-//! [`KeepaliveLayer`](crate::layer::KeepaliveLayer::track), or [`register`](Connections::register)
+//! [`ReapLayer`] or a
+//! [`KeepaliveLayer`], or [`register`](Connections::register)
 //! a connection yourself, and call [`snapshot`](Connections::snapshot) when asked.
 //!
 //! ```
@@ -28,6 +28,17 @@
 //! assert!(connections.snapshot().is_empty());
 //! # Ok(()) }
 //! ```
+//!
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`KeepaliveLayer`]: crate::layer::KeepaliveLayer::track"
+)]
+#![cfg_attr(not(feature = "tower"), doc = docs_rs!("`KeepaliveLayer`", "layer/keepalive/struct.KeepaliveLayer.html#method.track"))]
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`ReapLayer`]: crate::layer::ReapLayer::track"
+)]
+#![cfg_attr(not(feature = "tower"), doc = docs_rs!("`ReapLayer`", "layer/reap/struct.ReapLayer.html#method.track"))]
 
 use std::collections::HashSet;
 use std::fmt;

@@ -48,7 +48,7 @@ pub enum Cause {
 impl Cause {
     /// The kernel's verdict on a connection whose socket reported the OS error `errno`, with its
     /// `TCP_INFO` read after the error where there is one: the rules a
-    /// [`KeepaliveStream`](crate::KeepaliveStream) applies, for tools that see deaths elsewhere
+    /// [`KeepaliveStream`] applies, for tools that see deaths elsewhere
     /// (a tracepoint, another process's socket).
     ///
     /// With `info`, the connection is dead only in state `CLOSE`, and the errno names the cause
@@ -64,6 +64,9 @@ impl Cause {
     /// assert_eq!(Cause::from_os_error(11, None), None); // EAGAIN: not a death
     /// # }
     /// ```
+    ///
+    #[cfg_attr(feature = "tokio", doc = "[`KeepaliveStream`]: crate::KeepaliveStream")]
+    #[cfg_attr(not(feature = "tokio"), doc = docs_rs!("`KeepaliveStream`", "stream/struct.KeepaliveStream.html"))]
     pub fn from_os_error(errno: i32, info: Option<&crate::TcpInfo>) -> Option<Cause> {
         crate::engine::classify::classify(errno, info)
     }
@@ -134,7 +137,7 @@ impl fmt::Display for Cause {
 
 /// The kernel declared the peer of a connection dead.
 ///
-/// Every read and write on a [`KeepaliveStream`](crate::KeepaliveStream) after the death returns
+/// Every read and write on a [`KeepaliveStream`] after the death returns
 /// this same error, wrapped in an [`io::Error`] whose [`kind`](io::Error::kind) is the cause's
 /// ([`Cause::io_error_kind`]). Find it again with [`DeadPeer::from_io`], with
 /// [`DeadPeer::find`] through hyper's, hyper-util's and tower's error chains, or, where a layer
@@ -151,6 +154,9 @@ impl fmt::Display for Cause {
 /// }
 /// # assert!(!is_zombie(&io::Error::from(io::ErrorKind::TimedOut)));
 /// ```
+///
+#[cfg_attr(feature = "tokio", doc = "[`KeepaliveStream`]: crate::KeepaliveStream")]
+#[cfg_attr(not(feature = "tokio"), doc = docs_rs!("`KeepaliveStream`", "stream/struct.KeepaliveStream.html"))]
 #[derive(Clone)]
 pub struct DeadPeer {
     inner: Arc<Details>,
@@ -290,7 +296,10 @@ impl DeadPeer {
     ///
     /// It is lossy: a death older than the last 256, a death whose addresses were unknown, or a
     /// message a layer reworded, is not found. Prefer [`find`](Self::find) where the type
-    /// survives, and a [`Liveness`](crate::Liveness) where you can hold one.
+    /// survives, and a [`Liveness`] where you can hold one.
+    ///
+    #[cfg_attr(feature = "tokio", doc = "[`Liveness`]: crate::Liveness")]
+    #[cfg_attr(not(feature = "tokio"), doc = docs_rs!("`Liveness`", "liveness/struct.Liveness.html"))]
     pub fn recover(err: &(dyn Error + 'static)) -> Option<DeadPeer> {
         if let Some(dead) = Self::find(err) {
             return Some(dead.clone());

@@ -44,10 +44,35 @@
 //! | `reqwest` | no | `reqwest::ClientBuilderExt::tcp_keepalive_policy`, `reqwest::PeerDeath` |
 //! | `metrics` | no | `metrics`: dead connections by cause, endings by name, watched connections, connections opened and apply failures through the `metrics` facade (no recorder is installed) |
 //!
+// Without `tokio`, the items above that it gates link to docs.rs (as `docs_rs!` writes elsewhere;
+// these attributes come before it).
+#![cfg_attr(not(feature = "tokio"), doc = concat!("[`KeepaliveListener`]: https://docs.rs/deadpeer/", env!("CARGO_PKG_VERSION"), "/deadpeer/listener/struct.KeepaliveListener.html"))]
+#![cfg_attr(not(feature = "tokio"), doc = concat!("[`KeepaliveStream::liveness`]: https://docs.rs/deadpeer/", env!("CARGO_PKG_VERSION"), "/deadpeer/stream/struct.KeepaliveStream.html#method.liveness"))]
+#![cfg_attr(not(feature = "tokio"), doc = concat!("[`connect`]: https://docs.rs/deadpeer/", env!("CARGO_PKG_VERSION"), "/deadpeer/stream/fn.connect.html"))]
+#![cfg_attr(not(feature = "tokio"), doc = concat!("[`Liveness::dead`]: https://docs.rs/deadpeer/", env!("CARGO_PKG_VERSION"), "/deadpeer/liveness/struct.Liveness.html#method.dead"))]
+#![cfg_attr(not(feature = "tokio"), doc = concat!("[`Liveness::gone`]: https://docs.rs/deadpeer/", env!("CARGO_PKG_VERSION"), "/deadpeer/liveness/struct.Liveness.html#method.gone"))]
+//!
 //! # Platforms
 //!
 #![doc = include_str!("docs/platforms.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// `[NAME]: URL`, a link reference definition to PAGE in this version's docs on docs.rs, for docs
+/// that link to an item a disabled feature leaves out: `#[cfg_attr(not(feature = "F"), doc =
+/// docs_rs!("`Item`", "module/struct.Item.html"))]`, beside the intra-doc definition when it is on.
+#[allow(unused_macros, reason = "with every feature on, every link is intra-doc")]
+macro_rules! docs_rs {
+    ($name:literal, $page:literal) => {
+        concat!(
+            "[",
+            $name,
+            "]: https://docs.rs/deadpeer/",
+            env!("CARGO_PKG_VERSION"),
+            "/deadpeer/",
+            $page
+        )
+    };
+}
 
 #[cfg(not(any(unix, windows)))]
 compile_error!(

@@ -221,8 +221,11 @@ impl fmt::Debug for Liveness {
 /// | connection | feature |
 /// |---|---|
 /// | [`KeepaliveStream`](crate::KeepaliveStream) | `tokio` |
-/// | [`tls::TlsStream`](crate::tls::TlsStream) (TLS over a `KeepaliveStream`) | `rustls` |
+/// | [`tls::TlsStream`] (TLS over a `KeepaliveStream`) | `rustls` |
 /// | `hyper_util::rt::TokioIo<T>` for any `T` here | `hyper` |
+///
+#[cfg_attr(feature = "rustls", doc = "[`tls::TlsStream`]: crate::tls::TlsStream")]
+#[cfg_attr(not(feature = "rustls"), doc = docs_rs!("`tls::TlsStream`", "tls/type.TlsStream.html"))]
 pub trait AsLiveness: sealed::Sealed {
     /// The connection's [`Liveness`]; the first call starts watching it (see
     /// [`KeepaliveStream::liveness`](crate::KeepaliveStream::liveness)).

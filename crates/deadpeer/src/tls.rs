@@ -11,7 +11,7 @@
 //!
 //! Clients need no deadpeer type: put `tokio_rustls::TlsConnector::connect` over
 //! [`deadpeer::connect`](crate::connect) (see [`TlsListener::accept`]), or, for hyper-util's
-//! `Client`, hyper-rustls's `HttpsConnector` over [`KeepaliveLayer`](crate::layer::KeepaliveLayer)
+//! `Client`, hyper-rustls's `HttpsConnector` over [`KeepaliveLayer`]
 //! (feature `hyper`): `KeepaliveLayer` returns `TokioIo<KeepaliveStream>`, a hyper-util
 //! `Connection`, which is what hyper-rustls wraps.
 //!
@@ -40,6 +40,12 @@
 //! }
 //! # }
 //! ```
+//!
+#![cfg_attr(
+    feature = "tower",
+    doc = "[`KeepaliveLayer`]: crate::layer::KeepaliveLayer"
+)]
+#![cfg_attr(not(feature = "tower"), doc = docs_rs!("`KeepaliveLayer`", "layer/keepalive/struct.KeepaliveLayer.html"))]
 
 use std::future::poll_fn;
 use std::io;
@@ -100,13 +106,19 @@ type Handshake = Option<(TlsStream, SocketAddr)>;
 ///   `EMFILE`) is logged at ERROR (`accept failed; retrying in 1s`) and accepting resumes after
 ///   a second, while the handshakes in progress go on.
 /// - With the `axum` feature it is an `axum::serve::Listener`, and
-///   [`into_make_service_with_liveness`](crate::axum::RouterExt::into_make_service_with_liveness)
+///   [`into_make_service_with_liveness`]
 ///   gives handlers `ConnectInfo<SocketAddr>` and `ConnectInfo<Liveness>` as over plain TCP.
 ///
 /// # Examples
 ///
 /// With axum, see the `axum::serve::Listener` impl below; a plain tokio server is under
 /// [`accept`](Self::accept).
+///
+#[cfg_attr(
+    feature = "axum",
+    doc = "[`into_make_service_with_liveness`]: crate::axum::RouterExt::into_make_service_with_liveness"
+)]
+#[cfg_attr(not(feature = "axum"), doc = docs_rs!("`into_make_service_with_liveness`", "axum/trait.RouterExt.html#tymethod.into_make_service_with_liveness"))]
 pub struct TlsListener {
     listener: KeepaliveListener,
     acceptor: TlsAcceptor,

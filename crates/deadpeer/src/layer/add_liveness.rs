@@ -9,6 +9,14 @@ use tower_layer::Layer;
 use crate::liveness::Liveness;
 
 #[doc = include_str!("../docs/liveness_layer.md")]
+///
+#[cfg_attr(
+    feature = "tonic",
+    doc = "[`incoming.liveness_layer()`]: crate::tonic::Incoming::liveness_layer"
+)]
+#[cfg_attr(not(feature = "tonic"), doc = docs_rs!("`incoming.liveness_layer()`", "tonic/struct.Incoming.html#method.liveness_layer"))]
+#[cfg_attr(feature = "axum", doc = "[`axum`]: crate::axum")]
+#[cfg_attr(not(feature = "axum"), doc = docs_rs!("`axum`", "axum/index.html"))]
 #[derive(Debug, Clone)]
 pub struct LivenessLayer {
     source: Source,
