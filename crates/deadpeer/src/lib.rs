@@ -60,7 +60,7 @@
 /// `[NAME]: URL`, a link reference definition to PAGE in this version's docs on docs.rs, for docs
 /// that link to an item a disabled feature leaves out: `#[cfg_attr(not(feature = "F"), doc =
 /// docs_rs!("`Item`", "module/struct.Item.html"))]`, beside the intra-doc definition when it is on.
-#[allow(unused_macros, reason = "with every feature on, every link is intra-doc")]
+#[allow(unused_macros, reason = "unused when every feature is on")]
 macro_rules! docs_rs {
     ($name:literal, $page:literal) => {
         concat!(
