@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use deadpeer::{KeepalivePolicy, KeepaliveStream};
+use deadpeer::{KeepalivePolicy, KeepaliveStream, Liveness};
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -217,6 +217,35 @@ async fn settle() {
 
 // ---- heap --------------------------------------------------------------------------------------
 
+/// Heap bytes per task of one spawned task per `lives`, each running the future `make` gives,
+/// polled once (its waiter slot taken); then the tasks are aborted, reaped and the heap settled,
+/// so that the next measurement starts clean.
+async fn spawned_bytes<F>(lives: &[Liveness], make: impl Fn(&Liveness) -> F) -> f64
+where
+    F: Future + Unpin + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let n = lives.len();
+    let mut tasks = Vec::with_capacity(n);
+    let first = FIRST_POLLS.load(Ordering::SeqCst);
+    let before = live();
+    for l in lives {
+        tasks.push(tokio::spawn(counted(make(l))));
+    }
+    while FIRST_POLLS.load(Ordering::SeqCst) < first + n {
+        tokio::task::yield_now().await;
+    }
+    let bytes = (live() - before) as f64 / n as f64;
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    settle().await;
+    bytes
+}
+
 async fn accept_raw(l: &TcpListener, n: usize, held: &mut Vec<(TcpStream, SocketAddr)>) {
     for _ in 0..n {
         held.push(l.accept().await.expect("accept"));
@@ -322,38 +351,9 @@ fn heap(n: usize) {
         for t in tasks {
             let _ = t.await;
         }
-        let mut tasks = Vec::with_capacity(n);
-        let first = FIRST_POLLS.load(Ordering::SeqCst);
-        let l5 = live();
-        for l in &lives {
-            tasks.push(tokio::spawn(counted(l.dead())));
-        }
-        while FIRST_POLLS.load(Ordering::SeqCst) < first + n {
-            tokio::task::yield_now().await;
-        }
-        let dead_task = (live() - l5) as f64 / n as f64;
-        for t in &tasks {
-            t.abort();
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        settle().await;
-
+        let dead_task = spawned_bytes(&lives, Liveness::dead).await;
         // gone() instead, as a spawned task: the same waiter slot.
-        let mut tasks = Vec::with_capacity(n);
-        let first = FIRST_POLLS.load(Ordering::SeqCst);
-        let l6 = live();
-        for l in &lives {
-            tasks.push(tokio::spawn(counted(l.gone())));
-        }
-        while FIRST_POLLS.load(Ordering::SeqCst) < first + n {
-            tokio::task::yield_now().await;
-        }
-        let gone_task = (live() - l6) as f64 / n as f64;
-        for t in &tasks {
-            t.abort();
-        }
+        let gone_task = spawned_bytes(&lives, Liveness::gone).await;
 
         // A read's EOF (the peer's FIN) on streams that nothing watches: what the read keeps
         // until the stream is dropped.
@@ -404,7 +404,7 @@ fn heap(n: usize) {
             "| a read's EOF (the peer's FIN) on a `KeepaliveStream` nothing watches, kept until \
              the stream is dropped | {eof_bytes:.0} | 0 |"
         );
-        drop((tasks, lives, held, clients, warm, w1, w2, fin_held, fin_clients));
+        drop((lives, held, clients, warm, w1, w2, fin_held, fin_clients));
     });
 }
 
